@@ -1,0 +1,27 @@
+# The README's two commands. Each creates .venv in the checkout if it is absent and
+# installs the project with what it needs, so both work on a fresh clone.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.zoo-installed
+
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+export PYTHONHASHSEED ?= 0
+
+.PHONY: test demo install clean
+
+install: $(STAMP)
+
+$(STAMP): setup.py
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[dev]"
+	@touch $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest tests
+
+demo: $(STAMP)
+	$(PY) -m zoo demo
+
+clean:
+	rm -rf $(VENV) demo_out build *.egg-info .pytest_cache

@@ -1,0 +1,53 @@
+"""Distribution of the zoo: packages `zoo`, `layers`, `training` and the `zoo` command.
+
+`weights_manifest.json` lives at the top of the repository (one file that reviewers and
+the tests read) and is copied into the `zoo` package when a wheel is built, so an
+installed zoo finds it with `importlib.resources`.
+"""
+
+import shutil
+from pathlib import Path
+
+from setuptools import find_packages, setup
+from setuptools.command.build_py import build_py
+
+HERE = Path(__file__).resolve().parent
+MANIFEST = "weights_manifest.json"
+
+
+class BuildWithManifest(build_py):
+    """Ship the top-level weights manifest as `zoo/weights_manifest.json`."""
+
+    def run(self):
+        super().run()
+        target = Path(self.build_lib) / "zoo" / MANIFEST
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(HERE / MANIFEST, target)
+
+
+setup(
+    name="zoo",
+    version="0.1.0",
+    description="A Keras 3 / TensorFlow model zoo for vision: classification backbones, "
+    "Fast/Faster R-CNN and DeepLab-v3+, exported as SavedModels.",
+    long_description=(HERE / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["zoo", "zoo.*", "layers", "layers.*", "training", "training.*"]),
+    cmdclass={"build_py": BuildWithManifest},
+    install_requires=[
+        # TensorFlow 2.21 brings Keras 3; tensorflow-addons is end-of-life (see README).
+        "tensorflow>=2.21,<2.22",
+        "keras>=3.10",
+        "numpy>=1.26",
+        # The contrib build carries ximgproc (selective search); headless needs no GUI libs.
+        "opencv-contrib-python-headless>=4.8",
+        "h5py>=3.10",
+    ],
+    extras_require={
+        "dev": ["pytest>=8", "hypothesis>=6.100", "pillow>=10"],
+        "notebooks": ["nbmake>=1.5", "matplotlib>=3.8", "ipykernel>=6"],
+        "coco": ["pycocotools>=2.0.7"],
+    },
+    entry_points={"console_scripts": ["zoo=zoo.cli:main"]},
+)

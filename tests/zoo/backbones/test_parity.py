@@ -1,0 +1,53 @@
+"""Numerical parity with keras.applications for every family that has a twin there.
+
+The keras.applications model is built with `weights=None`, given random batch-norm statistics,
+and its weights are copied into the zoo model *by layer name*. The zoo model takes raw pixels
+and normalises in the graph; keras.applications takes `preprocess_input(pixels)`.
+"""
+
+import keras
+import numpy as np
+import pytest
+
+import zoo
+from tests.helpers import random_pixels, randomize_batch_norm
+
+TWINS = {
+    "vgg16": (keras.applications.VGG16, keras.applications.vgg16.preprocess_input),
+    "vgg19": (keras.applications.VGG19, keras.applications.vgg19.preprocess_input),
+    "resnet50": (keras.applications.ResNet50, keras.applications.resnet.preprocess_input),
+    "resnet101": (keras.applications.ResNet101, keras.applications.resnet.preprocess_input),
+    "resnet152": (keras.applications.ResNet152, keras.applications.resnet.preprocess_input),
+}
+
+
+def copy_weights_by_name(source, target):
+    """Copy every weighted layer of `source` into the layer of `target` with the same name."""
+    source_names = {layer.name for layer in source.layers if layer.weights}
+    target_names = {layer.name for layer in target.layers if layer.weights}
+    assert source_names == target_names, (
+        f"layer names differ: only in keras.applications {sorted(source_names - target_names)[:5]}, "
+        f"only in the zoo {sorted(target_names - source_names)[:5]}"
+    )
+    for name in source_names:
+        target.get_layer(name).set_weights(source.get_layer(name).get_weights())
+
+
+@pytest.mark.parametrize("name", sorted(TWINS))
+@pytest.mark.parametrize("include_top", [True, False])
+def test_same_outputs_as_keras_applications(name, include_top, rng):
+    keras_builder, preprocess_input = TWINS[name]
+    shape = (64, 64, 3)
+    options = dict(include_top=include_top, input_shape=shape, classes=10)
+    options.update(classifier_activation=None) if include_top else options.update(pooling="avg")
+    reference = keras_builder(weights=None, **options)
+    randomize_batch_norm(reference, rng)
+    model = zoo.build(name, **options)
+    copy_weights_by_name(reference, model)
+
+    pixels = random_pixels(rng, (2,) + shape)
+    expected = reference(preprocess_input(pixels.copy()), training=False)
+    actual = model(pixels, training=False)
+    assert actual.shape == expected.shape
+    np.testing.assert_allclose(np.asarray(actual), np.asarray(expected), atol=1e-4, rtol=0)
+    assert np.abs(np.asarray(expected)).max() > 1e-2, "outputs too small to make the comparison meaningful"

@@ -1,0 +1,51 @@
+"""The `zoo` command line."""
+
+import pytest
+
+from zoo import cli
+
+
+def test_list_prints_names_tasks_and_parameters(capsys):
+    assert cli.main(["list", "resnet1*"]) == 0
+    out = capsys.readouterr().out
+    assert "resnet18" in out and "classification" in out and "11,699,112" in out
+    assert "vgg16" not in out
+
+
+def test_describe_prints_inputs_outputs_feature_maps_parameters_and_weights(capsys):
+    assert cli.main(["describe", "resnet18", "--set", "input_shape=(64, 64, 3)", "--set", "output_stride=16"]) == 0
+    out = capsys.readouterr().out
+    assert "inputs: images (None, 64, 64, 3)" in out
+    assert "outputs: (None, 1000)" in out
+    assert "C5: stride 16, 512 channels" in out
+    assert "parameters:" in out and "weights:" in out
+
+
+def test_errors_are_one_line_with_exit_code_2(capsys):
+    assert cli.main(["describe", "resnet05"]) == 2
+    assert "closest registered names: resnet50" in capsys.readouterr().err
+    assert cli.main(["describe", "resnet18", "--set", "output_stride=12"]) == 2
+    assert "output_stride must be one of" in capsys.readouterr().err
+
+
+def test_demo_builds_every_matching_model_and_prints_a_table(capsys):
+    assert cli.main(["demo", "resnet18"]) == 0
+    out = capsys.readouterr().out
+    assert "build time" in out and "(None, 1000)" in out
+
+
+def test_bad_override_syntax_is_rejected():
+    with pytest.raises(SystemExit):
+        cli.main(["describe", "resnet18", "--set", "output_stride"])
+
+
+def test_readme_model_table_is_the_generated_one():
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    start = readme.index("<!-- models-table")
+    start = readme.index("\n", start) + 1
+    end = readme.index("<!-- end models-table -->")
+    assert readme[start:end].strip() == cli.models_markdown_table(), (
+        "README's model table is stale: regenerate it with `zoo list --markdown`"
+    )

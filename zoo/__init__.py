@@ -1,0 +1,13 @@
+"""A Keras 3 / TensorFlow model zoo for vision.
+
+    >>> import zoo
+    >>> zoo.list_models("resnet*")
+    ['resnet101', 'resnet101_beta', 'resnet152', 'resnet18', 'resnet34', 'resnet50', 'resnet50_beta']
+    >>> model = zoo.build("resnet50", include_top=False, pooling="avg")
+"""
+
+from zoo.registry import build, describe, list_models, register
+from zoo import backbones  # noqa: E402,F401  (registers the backbone families)
+
+__version__ = "0.1.0"
+__all__ = ["build", "describe", "list_models", "register", "backbones"]

@@ -1,0 +1,200 @@
+"""The model registry: `register`, `build`, `list_models`, `describe`.
+
+A registered variant is a function that returns a frozen config; the family's generic builder
+turns a config into a `keras.Model`:
+
+    @register("resnet50", task="classification", builder=build_resnet, paper=RESNET_PAPER)
+    def resnet50() -> ResNetConfig:
+        '''ResNet-50 v1, bottleneck blocks.'''
+        return ResNetConfig(block="bottleneck", depths=(3, 4, 6, 3))
+
+`zoo.build(name, **overrides)` applies the overrides with `dataclasses.replace` (see
+`zoo.config.apply_overrides`) and calls the builder. The registry is a plain dict; registering
+a name twice raises.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import fnmatch
+import re
+from typing import Any, Callable
+
+from zoo.config import accepted_overrides, apply_overrides, config_to_dict
+
+TASKS = ("classification", "detection", "segmentation")
+_NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+    """What the registry knows about a model before it is built.
+
+    Attributes:
+      name: registered name, lowercase with underscores (`resnet50`).
+      task: one of `TASKS`.
+      config: the frozen default config of the variant.
+      builder: `builder(config, *, name) -> keras.Model`.
+      paper: the paper the architecture comes from.
+      summary: one line, from the variant's docstring.
+      features: for backbones, `features(config, images) -> dict[str, FeatureMap]`, the
+        feature contract that the detection and segmentation heads use; else None.
+    """
+
+    name: str
+    task: str
+    config: Any
+    builder: Callable[..., Any]
+    paper: str
+    summary: str
+    features: Callable[..., Any] | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelDescription:
+    """The answer of `zoo.describe(name)`: everything known without building the model."""
+
+    name: str
+    task: str
+    summary: str
+    paper: str
+    defaults: dict[str, Any]
+    accepted_overrides: list[str]
+    weights: list[str]
+    is_backbone: bool
+
+    def __str__(self) -> str:
+        lines = [
+            f"{self.name} ({self.task}): {self.summary}",
+            f"  paper: {self.paper}",
+            f"  weights: {', '.join(self.weights) if self.weights else 'none published in the manifest'}",
+            "  defaults:",
+        ]
+        lines += [f"    {key} = {value!r}" for key, value in self.defaults.items()]
+        return "\n".join(lines)
+
+
+_REGISTRY: dict[str, ModelSpec] = {}
+
+
+def register(
+    name: str,
+    *,
+    task: str,
+    builder: Callable[..., Any],
+    paper: str,
+    features: Callable[..., Any] | None = None,
+):
+    """Decorator that registers the config returned by the decorated function under `name`.
+
+    Raises:
+      ValueError: `name` is already registered, is not lowercase_with_underscores, or `task`
+        is not one of `TASKS`.
+    """
+    if not _NAME_PATTERN.match(name):
+        raise ValueError(f"model name {name!r} must be lowercase letters, digits and underscores")
+    if task not in TASKS:
+        raise ValueError(f"task of {name!r} must be one of {TASKS}, got {task!r}")
+
+    def decorator(config_fn: Callable[[], Any]):
+        if name in _REGISTRY:
+            raise ValueError(f"model name {name!r} is already registered")
+        config = config_fn()
+        if not dataclasses.is_dataclass(config):
+            raise TypeError(f"{config_fn.__name__} must return a config dataclass, got {config!r}")
+        summary = (config_fn.__doc__ or name).strip().splitlines()[0]
+        _REGISTRY[name] = ModelSpec(
+            name=name,
+            task=task,
+            config=config,
+            builder=builder,
+            paper=paper,
+            summary=summary,
+            features=features,
+        )
+        return config_fn
+
+    return decorator
+
+
+def get_spec(name: str) -> ModelSpec:
+    """The registered `ModelSpec` of `name`; an unknown name raises with the closest names."""
+    if not isinstance(name, str):
+        raise TypeError(f"model name must be a string, got {type(name).__name__} {name!r}")
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        pass
+    close = difflib.get_close_matches(name.lower(), list(_REGISTRY), n=5, cutoff=0.5)
+    hint = f"closest registered names: {', '.join(close)}" if close else (
+        f"registered names: {', '.join(sorted(_REGISTRY))}"
+    )
+    raise ValueError(f"unknown model name {name!r}; {hint}")
+
+
+def list_models(pattern: str | None = None, task: str | None = None) -> list[str]:
+    """Sorted registered names, filtered by an fnmatch `pattern` (`"resnet*"`) and `task`."""
+    if task is not None and task not in TASKS:
+        raise ValueError(f"task must be one of {TASKS} or None, got {task!r}")
+    if pattern is not None and not isinstance(pattern, str):
+        raise TypeError(f"pattern must be an fnmatch string or None, got {pattern!r}")
+    return sorted(
+        name
+        for name, spec in _REGISTRY.items()
+        if (pattern is None or fnmatch.fnmatchcase(name, pattern))
+        and (task is None or spec.task == task)
+    )
+
+
+def resolve_config(name: str, **overrides):
+    """The config that `build(name, **overrides)` would build, without building it."""
+    spec = get_spec(name)
+    return apply_overrides(spec.config, overrides, model_name=name)
+
+
+def build(name: str, *, weights: str | None = None, **overrides):
+    """Build the registered model `name`.
+
+    Args:
+      name: a registered name, see `list_models()`.
+      weights: None (random initialisation), a tag of `weights_manifest.json` (`"imagenet"`),
+        or the path of a local weights file (`.weights.h5`, or a keras.applications-style
+        `.h5` loaded by layer name).
+      **overrides: fields of the model's config (see `describe(name).accepted_overrides`).
+
+    Returns:
+      A `keras.Model` named `name`, taking raw pixels (0..255) as input.
+
+    Raises:
+      ValueError: unknown name, or an override value outside its accepted range.
+      TypeError: unknown override, or an override of the wrong type.
+
+    Example:
+      >>> model = zoo.build("resnet50", include_top=False, pooling="avg")
+    """
+    spec = get_spec(name)
+    config = apply_overrides(spec.config, overrides, model_name=name)
+    model = spec.builder(config, name=name)
+    if weights is not None:
+        from zoo import weights as weights_lib
+
+        weights_lib.load_weights(model, weights, model_name=name, config=config)
+    return model
+
+
+def describe(name: str) -> ModelDescription:
+    """Task, defaults, accepted overrides, available weights and paper of `name`."""
+    from zoo import weights as weights_lib
+
+    spec = get_spec(name)
+    return ModelDescription(
+        name=spec.name,
+        task=spec.task,
+        summary=spec.summary,
+        paper=spec.paper,
+        defaults=config_to_dict(spec.config),
+        accepted_overrides=accepted_overrides(spec.config),
+        weights=weights_lib.available_tags(name),
+        is_backbone=spec.features is not None,
+    )
