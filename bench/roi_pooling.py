@@ -1,0 +1,198 @@
+"""Benchmark of `layers.RoIPooling` beside torchvision.ops.roi_pool / roi_align.
+
+The case of the issue: VGG16's conv5_3 map for a 600 x 800 image, `[1, 38, 50, 512]`, with
+300 and 2000 random RoIs pooled to 7 x 7, forward and forward + backward, each method inside
+`tf.function` and under XLA. torchvision runs in its own virtual environment (never a
+dependency of the zoo) on the very same arrays, in the same run, through
+`bench/torchvision_roi.py`; its roi_pool output is also compared with ours bit for bit.
+
+    python bench/roi_pooling.py                       # writes bench/results/roi_pooling.{json,md}
+    TORCH_PYTHON=/path/to/venv/bin/python python bench/roi_pooling.py
+
+RoIs: centres uniform over the image, sides log-uniform between 16 px and the image's side
+(proposals of every scale, as selective search or an RPN gives them), clipped to the image.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from layers.roi_pooling import roi_crop_and_resize, roi_pool_max  # noqa: E402
+
+IMAGE = (600, 800)
+FEATURES = (1, 38, 50, 512)
+SCALE = 1.0 / 16
+POOL = (7, 7)
+
+
+def make_inputs(num_rois: int, seed: int):
+    rng = np.random.default_rng(seed)
+    features = np.maximum(rng.normal(size=FEATURES), 0).astype(np.float32)  # post-ReLU, like conv5_3
+    height, width = IMAGE
+    centre_y, centre_x = rng.uniform(0, height, num_rois), rng.uniform(0, width, num_rois)
+    box_h = np.exp(rng.uniform(np.log(16), np.log(height), num_rois))
+    box_w = np.exp(rng.uniform(np.log(16), np.log(width), num_rois))
+    boxes = np.stack([centre_y - box_h / 2, centre_x - box_w / 2, centre_y + box_h / 2, centre_x + box_w / 2], -1)
+    boxes = np.clip(boxes, 0, [height - 1, width - 1, height - 1, width - 1]).astype(np.float32)
+    return features, boxes
+
+
+def time_call(fn, repeats: int, warmup: int = 3):
+    for _ in range(warmup):
+        result = fn()
+    _block(result)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        _block(fn())
+        times.append((time.perf_counter() - start) * 1000)
+    return statistics.median(times), min(times)
+
+
+def _block(result):
+    # Reading one value forces the computation to finish (TF executes asynchronously on GPU).
+    tensor = result[0] if isinstance(result, (tuple, list)) else result
+    _ = tf.reshape(tensor, [-1])[:1].numpy()
+
+
+def tf_runs(features, boxes, repeats, device):
+    results = []
+    with tf.device(device):
+        features_t = tf.constant(features)
+        rois_t = tf.constant(boxes[None])
+        for method, pool in (("max", roi_pool_max), ("crop_and_resize", roi_crop_and_resize)):
+            for mode, jit in (("tf.function", False), ("xla", True)):
+                forward = tf.function(lambda f, r, pool=pool: pool(f, r, pool_size=POOL, spatial_scale=SCALE), jit_compile=jit)
+
+                @tf.function(jit_compile=jit)
+                def forward_backward(f, r, pool=pool):
+                    with tf.GradientTape() as tape:
+                        tape.watch(f)
+                        loss = tf.reduce_sum(pool(f, r, pool_size=POOL, spatial_scale=SCALE))
+                    return tape.gradient(loss, f)
+
+                for name, fn in (("forward", forward), ("forward+backward", forward_backward)):
+                    try:
+                        median, best = time_call(lambda: fn(features_t, rois_t), repeats)
+                        results.append(dict(op=f"zoo {method}", mode=mode, **{"pass": name}, median_ms=median, min_ms=best))
+                    except Exception as error:  # record, never hide, what does not compile
+                        results.append(dict(op=f"zoo {method}", mode=mode, **{"pass": name}, error=str(error).splitlines()[0][:200]))
+    return results
+
+
+def torchvision_runs(torch_python, features, boxes, repeats, threads):
+    with tempfile.TemporaryDirectory() as work:
+        work = Path(work)
+        np.save(work / "features.npy", features)
+        np.save(work / "boxes.npy", boxes)
+        command = [
+            torch_python, str(ROOT / "bench" / "torchvision_roi.py"),
+            "--features", str(work / "features.npy"), "--boxes", str(work / "boxes.npy"),
+            "--height", str(features.shape[1]), "--width", str(features.shape[2]),
+            "--channels", str(features.shape[3]), "--rois", str(len(boxes)),
+            "--pool", str(POOL[0]), "--spatial-scale", str(SCALE), "--repeats", str(repeats),
+            "--threads", str(threads), "--save-output", str(work / "roi_pool.npy"),
+        ]
+        completed = subprocess.run(command, capture_output=True, text=True, check=True)
+        report = json.loads(completed.stdout)
+        reference = np.load(work / "roi_pool.npy")
+    ours = np.asarray(roi_pool_max(features, boxes[None], pool_size=POOL, spatial_scale=SCALE))[0]
+    report["max_abs_difference_vs_roi_pool"] = float(np.abs(ours - reference).max())
+    return report
+
+
+def machine():
+    cpu = "unknown"
+    if Path("/proc/cpuinfo").exists():
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    gpus = [d.name for d in tf.config.list_physical_devices("GPU")]
+    return dict(
+        cpu=cpu, cores=os.cpu_count(), gpus=gpus, python=platform.python_version(),
+        tensorflow=tf.__version__, TF_ENABLE_ONEDNN_OPTS=os.environ.get("TF_ENABLE_ONEDNN_OPTS", "unset (off on AVX2 CPUs)"),
+    )
+
+
+def markdown(report) -> str:
+    lines = [
+        f"# RoIPooling benchmark ({report['date']})",
+        "",
+        f"Machine: {report['machine']['cpu']}, {report['machine']['cores']} cores, GPUs: {report['machine']['gpus'] or 'none'}; "
+        f"TensorFlow {report['machine']['tensorflow']}, TF_ENABLE_ONEDNN_OPTS={report['machine']['TF_ENABLE_ONEDNN_OPTS']}.",
+        f"Features {list(FEATURES)} (VGG16 conv5_3 for a 600x800 image), pool {POOL[0]}x{POOL[1]}, spatial scale 1/16. "
+        "Milliseconds, median (min) of the timed runs.",
+        "",
+    ]
+    for case in report["cases"]:
+        lines += [f"## {case['rois']} RoIs", "", "| op | mode | pass | median ms | min ms |", "|---|---|---|---:|---:|"]
+        for row in case["zoo"] + case.get("torchvision", {}).get("results", []):
+            mode = row.get("mode", f"torch {case.get('torchvision', {}).get('torch', '')} eager")
+            if "error" in row:
+                lines.append(f"| {row['op']} | {mode} | {row['pass']} | fails: {row['error']} | |")
+            else:
+                lines.append(f"| {row['op']} | {mode} | {row['pass']} | {row['median_ms']:.2f} | {row['min_ms']:.2f} |")
+        tv = case.get("torchvision")
+        if tv:
+            lines += ["", f"zoo `max` vs torchvision.ops.roi_pool on the same inputs: max abs difference "
+                      f"{tv['max_abs_difference_vs_roi_pool']:g}."]
+            for pass_name in ("forward", "forward+backward"):
+                ours = [r for r in case["zoo"] if r["op"] == "zoo max" and r["pass"] == pass_name and "median_ms" in r]
+                theirs = [r for r in tv["results"] if r["op"] == "roi_pool" and r["pass"] == pass_name]
+                if ours and theirs:
+                    best = min(ours, key=lambda r: r["median_ms"])
+                    lines.append(
+                        f"- {pass_name}: zoo max ({best['mode']}) {best['median_ms']:.2f} ms vs roi_pool "
+                        f"{theirs[0]['median_ms']:.2f} ms: **{theirs[0]['median_ms'] / best['median_ms']:.1f}x** faster."
+                    )
+        else:
+            lines += ["", "torchvision was not available in this run."]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rois", type=int, nargs="+", default=[300, 2000])
+    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--device", default="/CPU:0")
+    parser.add_argument("--torch-python", default=os.environ.get("TORCH_PYTHON", "/work/tv-venv/bin/python"))
+    parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "roi_pooling"))
+    args = parser.parse_args(argv)
+
+    report = dict(date=time.strftime("%Y-%m-%d"), machine=machine(), cases=[])
+    for num_rois in args.rois:
+        features, boxes = make_inputs(num_rois, seed=num_rois)
+        case = dict(rois=num_rois, zoo=tf_runs(features, boxes, args.repeats, args.device))
+        if args.torch_python and Path(args.torch_python).exists():
+            case["torchvision"] = torchvision_runs(args.torch_python, features, boxes, args.repeats, os.cpu_count())
+        report["cases"].append(case)
+        print(json.dumps(case, indent=1), flush=True)
+
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(report, indent=1) + "\n")
+    out.with_suffix(".md").write_text(markdown(report) + "\n")
+    print(markdown(report))
+
+
+if __name__ == "__main__":
+    main()
