@@ -139,7 +139,7 @@ def markdown(report) -> str:
         f"Machine: {report['machine']['cpu']}, {report['machine']['cores']} cores, GPUs: {report['machine']['gpus'] or 'none'}; "
         f"TensorFlow {report['machine']['tensorflow']}, TF_ENABLE_ONEDNN_OPTS={report['machine']['TF_ENABLE_ONEDNN_OPTS']}.",
         f"Features {list(FEATURES)} (VGG16 conv5_3 for a 600x800 image), pool {POOL[0]}x{POOL[1]}, spatial scale 1/16. "
-        "Milliseconds, median (min) of the timed runs.",
+        f"Milliseconds, median and min of {report['repeats']} timed runs after 3 warm-up runs.",
         "",
     ]
     for case in report["cases"]:
@@ -178,7 +178,7 @@ def main(argv=None):
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "roi_pooling"))
     args = parser.parse_args(argv)
 
-    report = dict(date=time.strftime("%Y-%m-%d"), machine=machine(), cases=[])
+    report = dict(date=time.strftime("%Y-%m-%d"), machine=machine(), repeats=args.repeats, cases=[])
     for num_rois in args.rois:
         features, boxes = make_inputs(num_rois, seed=num_rois)
         case = dict(rois=num_rois, zoo=tf_runs(features, boxes, args.repeats, args.device))

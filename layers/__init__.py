@@ -1,6 +1,24 @@
-"""Keras layers shared by the zoo's heads. Imports neither `zoo` nor `training`."""
+"""Keras layers and pure ops shared by the zoo's heads. Imports neither `zoo` nor `training`.
 
+- `PixelNormalization`: raw pixels -> the normalisation a set of weights expects.
+- `RoIPooling`: Fast R-CNN RoI max pooling (exact) and the crop_and_resize fallback.
+- `ResizeBilinear`, `resample.resize_bilinear`, `resample.crop_and_resize`: the one bilinear
+  resampling primitive, XLA-capable, with DeepLab's align_corners.
+- `boxes`: IoU, box encoding, clipping, conversions and per-class NMS.
+"""
+
+from layers import boxes, resample
 from layers.preprocessing import PRESETS, PixelNormalization
+from layers.resample import ResizeBilinear, crop_and_resize, resize_bilinear
 from layers.roi_pooling import RoIPooling
 
-__all__ = ["PRESETS", "PixelNormalization", "RoIPooling"]
+__all__ = [
+    "PRESETS",
+    "PixelNormalization",
+    "ResizeBilinear",
+    "RoIPooling",
+    "boxes",
+    "crop_and_resize",
+    "resample",
+    "resize_bilinear",
+]

@@ -121,16 +121,31 @@ def _level_of(extent, max_levels):
     return tf.reduce_sum(tf.cast(extent[..., None] >= powers, tf.int32), axis=-1)
 
 
-def _block_max(values, offset, axis):
-    """max(values[i], values[i + offset]) along `axis`; wrapped positions are never read."""
-    return tf.maximum(values, tf.roll(values, shift=-offset, axis=axis))
+def _block_max(pair, offset, axis):
+    """max(values[i], values[i + offset]) along `axis`, and the arg-max cell of each block
+    (the earlier block on ties, as Caffe's row-major scan); wrapped positions are never read."""
+    values, indices = pair
+    shifted = tf.roll(values, shift=-offset, axis=axis)
+    if indices is None:
+        return tf.maximum(values, shifted), None
+    later = shifted > values
+    return tf.where(later, shifted, values), tf.where(later, tf.roll(indices, shift=-offset, axis=axis), indices)
 
 
-def sparse_table(features, levels_y, levels_x):
+def sparse_table(features, levels_y, levels_x, *, with_indices=False):
     """`[levels_y * levels_x, B, H, W, C]`: entry `i * levels_x + j` at `(b, y, x)` is the max
-    of `features[b, y : y + 2**i, x : x + 2**j]` (valid where the block fits in the map)."""
+    of `features[b, y : y + 2**i, x : x + 2**j]` (valid where the block fits in the map).
+
+    With `with_indices`, also the table of the flat cell index `(b * H + y) * W + x` where each
+    block's maximum lies, for the gradient. Returns `(values, indices or None)`.
+    """
+    indices = None
+    if with_indices:
+        shape = tf.shape(features)
+        cells = tf.reshape(tf.range(shape[0] * shape[1] * shape[2]), [shape[0], shape[1], shape[2], 1])
+        indices = tf.broadcast_to(cells, shape)
     if isinstance(levels_y, int) and isinstance(levels_x, int):
-        table, rows = [], features
+        table, rows = [], (features, indices)
         for i in range(levels_y):
             if i:
                 rows = _block_max(rows, 2 ** (i - 1), axis=1)
@@ -139,23 +154,39 @@ def sparse_table(features, levels_y, levels_x):
                 if j:
                     block = _block_max(block, 2 ** (j - 1), axis=2)
                 table.append(block)
-        return tf.stack(table)
+        values = tf.stack([entry[0] for entry in table])
+        return values, (tf.stack([entry[1] for entry in table]) if with_indices else None)
 
     # Unknown map size (a functional model with H, W = None): the same table in a loop.
-    entries = tf.TensorArray(features.dtype, size=levels_y * levels_x, element_shape=features.shape)
+    size = levels_y * levels_x
+    value_array = tf.TensorArray(features.dtype, size=size, element_shape=features.shape)
+    index_array = tf.TensorArray(tf.int32, size=size if with_indices else 0, element_shape=features.shape)
+    no_index = tf.zeros([0], tf.int32)
 
-    def row_level(i, rows, entries):
-        rows = tf.cond(i > 0, lambda: _block_max(rows, tf.bitwise.left_shift(1, i - 1), 1), lambda: rows)
+    def shift(pair, offset, axis):
+        values, indices = _block_max((pair[0], pair[1] if with_indices else None), offset, axis)
+        return values, (indices if with_indices else no_index)
 
-        def column_level(j, block, entries):
-            block = tf.cond(j > 0, lambda: _block_max(block, tf.bitwise.left_shift(1, j - 1), 2), lambda: block)
-            return j + 1, block, entries.write(i * levels_x + j, block)
+    def row_level(i, rows, values_out, indices_out):
+        rows = tf.cond(i > 0, lambda: shift(rows, tf.bitwise.left_shift(1, i - 1), 1), lambda: rows)
 
-        _, _, entries = tf.while_loop(lambda j, *_: j < levels_x, column_level, (0, rows, entries))
-        return i + 1, rows, entries
+        def column_level(j, block, values_out, indices_out):
+            block = tf.cond(j > 0, lambda: shift(block, tf.bitwise.left_shift(1, j - 1), 2), lambda: block)
+            values_out = values_out.write(i * levels_x + j, block[0])
+            if with_indices:
+                indices_out = indices_out.write(i * levels_x + j, block[1])
+            return j + 1, block, values_out, indices_out
 
-    _, _, entries = tf.while_loop(lambda i, *_: i < levels_y, row_level, (0, features, entries))
-    return entries.stack()
+        _, _, values_out, indices_out = tf.while_loop(
+            lambda j, *_: j < levels_x, column_level, (0, rows, values_out, indices_out)
+        )
+        return i + 1, rows, values_out, indices_out
+
+    start = (features, indices if with_indices else no_index)
+    _, _, value_array, index_array = tf.while_loop(
+        lambda i, *_: i < levels_y, row_level, (0, start, value_array, index_array)
+    )
+    return value_array.stack(), (index_array.stack() if with_indices else None)
 
 
 # --------------------------------------------------------------------------- pooling
@@ -210,8 +241,6 @@ def roi_pool_max(features, rois, *, pool_size=(7, 7), spatial_scale=1.0 / 16):
         rois, pool_size=pool_size, spatial_scale=spatial_scale, height=height, width=width
     )
     levels_y, levels_x = _levels(height), _levels(width)
-    table = sparse_table(features, levels_y, levels_x)
-
     extent_y = tf.maximum(y_upper - y_lower, 1)
     extent_x = tf.maximum(x_upper - x_lower, 1)
     level_y = _level_of(extent_y, levels_y if isinstance(levels_y, int) else 31)
@@ -225,15 +254,42 @@ def roi_pool_max(features, rois, *, pool_size=(7, 7), spatial_scale=1.0 / 16):
 
     image = tf.range(batch)[:, None, None, None, None, None]
     level = level_y[:, :, :, None, None, None] * levels_x + level_x[:, :, None, :, None, None]
-    flat = (
+    flat = tf.reshape(
         ((level * batch + image) * height + rows[:, :, :, None, :, None]) * width
-        + cols[:, :, None, :, None, :]
-    )  # [B, N, ph, pw, 2, 2]
-    gathered = tf.gather(tf.reshape(table, [-1, channels]), tf.reshape(flat, [-1]))
-    gathered = tf.reshape(gathered, [batch, num_rois, pool_h, pool_w, 4, channels])
-    pooled = tf.reduce_max(gathered, axis=4)
+        + cols[:, :, None, :, None, :],
+        [-1],
+    )  # [B * N * ph * pw * 4]: the four blocks of every bin
     empty = (y_upper <= y_lower)[:, :, :, None] | (x_upper <= x_lower)[:, :, None, :]
-    return tf.where(empty[..., None], tf.zeros([], features.dtype), pooled)
+    output_shape = [batch, num_rois, pool_h, pool_w, 4, channels]
+
+    @tf.custom_gradient
+    def pool(features):
+        table, _ = sparse_table(features, levels_y, levels_x)
+        gathered = tf.reshape(tf.gather(tf.reshape(table, [-1, channels]), flat), output_shape)
+        pooled = tf.where(empty[..., None], tf.zeros([], features.dtype), tf.reduce_max(gathered, axis=4))
+
+        def gradient(upstream):
+            # Autodiff through the gather would build a [bins * 4, C] slice per block; instead
+            # rebuild the table with arg-max cells and scatter each bin's gradient to its cell.
+            table, cells = sparse_table(features, levels_y, levels_x, with_indices=True)
+            values = tf.reshape(tf.gather(tf.reshape(table, [-1, channels]), flat), output_shape)
+            where = tf.reshape(tf.gather(tf.reshape(cells, [-1, channels]), flat), output_shape)
+            best_value, best_cell = values[:, :, :, :, 0], where[:, :, :, :, 0]
+            for corner in range(1, 4):
+                better = values[:, :, :, :, corner] > best_value
+                best_value = tf.where(better, values[:, :, :, :, corner], best_value)
+                best_cell = tf.where(better, where[:, :, :, :, corner], best_cell)
+            upstream = tf.where(empty[..., None], tf.zeros([], upstream.dtype), upstream)
+            segment = best_cell * channels + tf.range(channels)
+            total = batch * height * width * channels
+            grad = tf.math.unsorted_segment_sum(
+                tf.reshape(tf.cast(upstream, tf.float32), [-1]), tf.reshape(segment, [-1]), total
+            )
+            return tf.cast(tf.reshape(grad, tf.shape(features)), features.dtype)
+
+        return pooled, gradient
+
+    return pool(features)
 
 
 def roi_crop_and_resize(features, rois, *, pool_size=(7, 7), spatial_scale=1.0 / 16):

@@ -164,6 +164,15 @@ def test_gradient_routes_to_the_argmax_cell(case, rng):
 
         np.testing.assert_allclose(np.asarray(gradient(tf.constant(features), rois)), expected, atol=1e-5)
 
+    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3]), tf.TensorSpec([None, None, 4])])
+    def dynamic_gradient(f, r):
+        with tf.GradientTape() as tape:
+            tape.watch(f)
+            loss = tf.reduce_sum(roi_pool_max(f, r, pool_size=(3, 3), spatial_scale=scale) * upstream)
+        return tape.gradient(loss, f)
+
+    np.testing.assert_allclose(np.asarray(dynamic_gradient(tf.constant(features), rois)), expected, atol=1e-5)
+
 
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
 def test_mixed_precision_features_keep_their_dtype(case, dtype):
