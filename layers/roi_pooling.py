@@ -15,8 +15,8 @@ follows) bit for bit:
      `bin = float32(size) / P`, so neighbouring bins overlap by a cell where the division is
      not exact; edges are shifted by the RoI start and clipped to the map;
   4. each bin is the maximum of its cells; an empty bin (clipped away) is 0.
-Caffe computes `bin` and `p * bin` in float32, and those roundings decide some edges (a RoI 31
-cells tall pooled to 7 gets a last bin ending at 32, not 31). TensorFlow's graph optimiser and
+Caffe computes `bin` and `p * bin` in float32, and those roundings decide some edges (a RoI 57
+cells tall pooled to 7 gets a last bin ending at 58, not 57). TensorFlow's graph optimiser and
 XLA may rewrite a float32 `x / 7` as `x * (1 / 7)`, which changes exactly those edges; here the
 two products are formed in float64, where they are exact (or, for the division, within 2**-52
 of exact, far from any float32 rounding boundary), and rounded to float32 by a cast, so the
@@ -29,8 +29,9 @@ The maximum over a bin is read from a two-dimensional sparse table: level `(i, j
 maximum of every `2**i x 2**j` block of the map, so any bin is the maximum of four (possibly
 overlapping) table entries. The work is then proportional to the output, not to the area of
 the RoIs, it vectorises over all RoIs with one gather, and it compiles under XLA. The gradient
-flows through the maxima to the arg-max cell of each bin (on ties, to one of the tied cells,
-where Caffe picks the first in row-major order).
+goes to the arg-max cell of each bin, found by rebuilding the table with each block's arg-max
+cell beside its maximum (on ties, the earlier block; Caffe picks the first cell in row-major
+order, which is the same cell unless the tie spans two blocks).
 """
 
 from __future__ import annotations
