@@ -79,6 +79,26 @@ def _broadcastable(first, second, *, names, function, what):
         ) from None
 
 
+def _box_pair(first, second, *, names, function, broadcast="shapes", **box_options):
+    """Two box-like arguments as tensors of one dtype whose shapes broadcast.
+
+    `broadcast="shapes"` checks the whole shapes; "leading dimensions" all but the last two
+    (IoU's `[..., N, 4]` against `[..., M, 4]`). `box_options` go to `_as_boxes`, per argument
+    as a pair where they differ.
+    """
+    tensors = []
+    for index, (value, name) in enumerate(zip((first, second), names)):
+        options = {key: (option[index] if isinstance(option, tuple) else option) for key, option in box_options.items()}
+        tensors.append(_as_boxes(value, name=name, function=function, **options))
+    first, second = tensors
+    _same_dtype(first, second, names=names, function=function)
+    if broadcast == "shapes":
+        _broadcastable(first.shape, second.shape, names=names, function=function, what="shapes")
+    else:
+        _broadcastable(first.shape[:-2], second.shape[:-2], names=names, function=function, what=broadcast)
+    return first, second
+
+
 def _check_weights(weights, *, function):
     try:
         values = tuple(float(w) for w in weights)
@@ -119,11 +139,9 @@ def iou(boxes1, boxes2):
     Example:
       >>> iou([[0.0, 0.0, 10.0, 10.0]], [[0.0, 5.0, 10.0, 15.0]])  # [[1/3]]
     """
-    boxes1 = _as_boxes(boxes1, name="boxes1", function="iou", layout="[..., N, 4]", min_rank=2)
-    boxes2 = _as_boxes(boxes2, name="boxes2", function="iou", layout="[..., M, 4]", min_rank=2)
-    _same_dtype(boxes1, boxes2, names=("boxes1", "boxes2"), function="iou")
-    _broadcastable(
-        boxes1.shape[:-2], boxes2.shape[:-2], names=("boxes1", "boxes2"), function="iou", what="leading dimensions"
+    boxes1, boxes2 = _box_pair(
+        boxes1, boxes2, names=("boxes1", "boxes2"), function="iou", broadcast="leading dimensions",
+        layout=("[..., N, 4]", "[..., M, 4]"), min_rank=2,
     )
     dtype = boxes1.dtype
     compute = _compute_dtype(dtype)
@@ -180,10 +198,7 @@ def encode(boxes, anchors, *, weights=DEFAULT_WEIGHTS):
       >>> encode([[0.0, 0.0, 20.0, 10.0]], [[0.0, 0.0, 10.0, 10.0]])  # [[5, 0, 5 log 2, 0]]
     """
     weights = _check_weights(weights, function="encode")
-    boxes = _as_boxes(boxes, name="boxes", function="encode")
-    anchors = _as_boxes(anchors, name="anchors", function="encode")
-    _same_dtype(boxes, anchors, names=("boxes", "anchors"), function="encode")
-    _broadcastable(boxes.shape, anchors.shape, names=("boxes", "anchors"), function="encode", what="shapes")
+    boxes, anchors = _box_pair(boxes, anchors, names=("boxes", "anchors"), function="encode")
     dtype = boxes.dtype
     compute = _compute_dtype(dtype)
     weight_y, weight_x, weight_h, weight_w = weights
@@ -224,10 +239,10 @@ def decode(deltas, anchors, *, weights=DEFAULT_WEIGHTS):
       >>> decode([[5.0, 0.0, 3.4657359, 0.0]], [[0.0, 0.0, 10.0, 10.0]])  # [[0, 0, 20, 10]]
     """
     weights = _check_weights(weights, function="decode")
-    deltas = _as_boxes(deltas, name="deltas", function="decode", axis="(dy, dx, dh, dw)")
-    anchors = _as_boxes(anchors, name="anchors", function="decode")
-    _same_dtype(deltas, anchors, names=("deltas", "anchors"), function="decode")
-    _broadcastable(deltas.shape, anchors.shape, names=("deltas", "anchors"), function="decode", what="shapes")
+    deltas, anchors = _box_pair(
+        deltas, anchors, names=("deltas", "anchors"), function="decode",
+        axis=("(dy, dx, dh, dw)", "(ymin, xmin, ymax, xmax)"),
+    )
     dtype = deltas.dtype
     compute = _compute_dtype(dtype)
     weight_y, weight_x, weight_h, weight_w = weights
