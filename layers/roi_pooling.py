@@ -272,6 +272,8 @@ def roi_pool_max(features, rois, *, pool_size=(7, 7), spatial_scale=1.0 / 16):
         def gradient(upstream):
             # Autodiff through the gather would build a [bins * 4, C] slice per block; instead
             # rebuild the table with arg-max cells and scatter each bin's gradient to its cell.
+            # The four blocks' values are gathered again rather than kept from the forward
+            # pass: keeping them would hold four outputs' worth of memory until backward.
             table, cells = sparse_table(features, levels_y, levels_x, with_indices=True)
             values = tf.reshape(tf.gather(tf.reshape(table, [-1, channels]), flat), output_shape)
             where = tf.reshape(tf.gather(tf.reshape(cells, [-1, channels]), flat), output_shape)
