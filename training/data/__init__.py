@@ -1,0 +1,43 @@
+"""Data for training: readers, a synthetic generator, augmentation and tf.data pipelines.
+
+- `Example`, `DatasetSource`: one image with its labels; a list of them with class names.
+- Readers: `synthetic` (no download), `read_voc_detection`, `read_voc_segmentation`,
+  `read_folder`, and `parse_dataset_spec` for the CLI's "synthetic[:N]", "voc:PATH",
+  "folder:PATH".
+- `load_image`, `load_mask`: decode an example's files (OpenCV; Pillow for palette PNGs).
+- Augmentation (pure TensorFlow, stateless seeds): `random_horizontal_flip`, `random_scale`,
+  `random_crop_with_padding`, `color_jitter`, `augment`.
+- `make_dataset`: a source -> batched, deterministic `tf.data.Dataset` for one task.
+
+Bad data raises `DataError` (a ValueError) naming the file, or is skipped with one
+`DataWarning` and a count in `DatasetSource.skipped`; see each reader for which is which.
+"""
+
+from training.data.examples import (
+    IGNORE_LABEL,
+    PASCAL_VOC_CLASSES,
+    TASKS,
+    DataError,
+    DatasetSource,
+    DataWarning,
+    Example,
+    load_image,
+    load_mask,
+    parse_class_list,
+)
+from training.data.synthetic import SHAPES, synthetic
+
+__all__ = [
+    "IGNORE_LABEL",
+    "PASCAL_VOC_CLASSES",
+    "SHAPES",
+    "TASKS",
+    "DataError",
+    "DataWarning",
+    "DatasetSource",
+    "Example",
+    "load_image",
+    "load_mask",
+    "parse_class_list",
+    "synthetic",
+]

@@ -1,0 +1,327 @@
+"""Examples, dataset sources, image and mask loading, and the errors bad data raises.
+
+Shapes: H x W images, n objects. An `Example` is one image with whatever labels it has; a
+`DatasetSource` is a list of them with the class names they index. Readers (`voc`, `folder`,
+`synthetic`) build sources; `pipeline.make_dataset` turns one into a `tf.data.Dataset`.
+
+Conventions (the zoo's, see DESIGN.md): images RGB uint8 `[H, W, 3]`; boxes
+`[ymin, xmin, ymax, xmax]` float32 in continuous image pixels; detection class ids 1-based with
+0 the background; segmentation masks uint8 class ids, 0 the background, 255 "ignore";
+classification labels 0-based. `class_names` never includes the background.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import warnings
+from collections.abc import Sequence
+
+import cv2
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+logger = logging.getLogger("training.data")
+
+TASKS = ("classification", "detection", "segmentation")
+IGNORE_LABEL = 255
+
+# The 20 PASCAL VOC object classes in the devkit's order; their 1-based ids are VOC's mask ids.
+PASCAL_VOC_CLASSES = (
+    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",
+    "tvmonitor",
+)
+
+
+class DataError(ValueError):
+    """A file or example that cannot be used as it is; the message names it."""
+
+
+class DataWarning(UserWarning):
+    """Data was skipped; the message gives the counts and the first files."""
+
+
+# --------------------------------------------------------------------------- examples
+
+
+def _array(value, dtype, *, name, source, shape_text, ndim, last=None):
+    array = np.asarray(value)
+    if array.size == 0:
+        array = array.reshape((0,) + ((last,) if last else ()))
+    if array.ndim != ndim or (last is not None and array.shape[-1] != last) or (array.size and not _castable(array, dtype)):
+        raise DataError(f"{source}: {name} must be {shape_text}, got shape {array.shape} dtype {array.dtype}")
+    return array.astype(dtype, copy=False)
+
+
+def _castable(array, dtype):
+    if np.dtype(dtype) == np.bool_:
+        return array.dtype == np.bool_ or np.issubdtype(array.dtype, np.integer)
+    if np.issubdtype(np.dtype(dtype), np.integer):
+        return np.issubdtype(array.dtype, np.integer) or (
+            np.issubdtype(array.dtype, np.floating) and np.all(np.equal(np.mod(array, 1), 0))
+        )
+    return np.issubdtype(array.dtype, np.number)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Example:
+    """One image and its labels. Arrays are checked and converted on construction.
+
+    Attributes:
+      image: a file path (decoded by `load_image`) or an RGB uint8 `[H, W, 3]` array.
+      label: the 0-based class index for classification, or None.
+      boxes: float32 `[n, 4]` `[ymin, xmin, ymax, xmax]` in image pixels, or None.
+      classes: int32 `[n]` 1-based object class ids, aligned with `boxes`, or None.
+      difficult: bool `[n]` (VOC's flag; all False where a source has none), or None.
+      mask: a PNG path (decoded by `load_mask`) or a uint8 `[H, W]` array of class ids
+        (0 background, 255 ignore), or None.
+      source: the file (or "synthetic:#i") that error messages name.
+      size: `(height, width)` the annotation declares, or None; `load_image` checks the decoded
+        image against it, so boxes are never applied to an image of another size.
+    """
+
+    image: str | np.ndarray
+    label: int | None = None
+    boxes: np.ndarray | None = None
+    classes: np.ndarray | None = None
+    difficult: np.ndarray | None = None
+    mask: str | np.ndarray | None = None
+    source: str = ""
+    size: tuple[int, int] | None = None
+
+    def __post_init__(self):
+        source = self.source or (self.image if isinstance(self.image, str) else "<array example>")
+        set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731 (frozen)
+        set_("source", str(source))
+        if isinstance(self.image, os.PathLike):
+            set_("image", os.fspath(self.image))
+        if isinstance(self.mask, os.PathLike):
+            set_("mask", os.fspath(self.mask))
+        if not isinstance(self.image, str):
+            image = np.asarray(self.image)
+            if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+                raise DataError(f"{source}: image must be RGB uint8 [H, W, 3], got shape {image.shape} dtype {image.dtype}")
+            set_("image", image)
+        if self.mask is not None and not isinstance(self.mask, str):
+            mask = np.asarray(self.mask)
+            if mask.dtype != np.uint8 or mask.ndim != 2:
+                raise DataError(f"{source}: mask must be uint8 [H, W] class ids, got shape {mask.shape} dtype {mask.dtype}")
+            set_("mask", mask)
+        if self.label is not None:
+            if isinstance(self.label, bool) or not isinstance(self.label, (int, np.integer)):
+                raise DataError(f"{source}: label must be an int class index, got {self.label!r}")
+            set_("label", int(self.label))
+        if (self.boxes is None) != (self.classes is None):
+            raise DataError(f"{source}: boxes and classes come together (one of them is None)")
+        if self.boxes is not None:
+            boxes = _array(self.boxes, np.float32, name="boxes", source=source, shape_text="[n, 4] (ymin, xmin, ymax, xmax)", ndim=2, last=4)
+            classes = _array(self.classes, np.int32, name="classes", source=source, shape_text="int [n]", ndim=1)
+            if len(classes) != len(boxes):
+                raise DataError(f"{source}: {len(boxes)} boxes but {len(classes)} classes")
+            if not np.all(np.isfinite(boxes)):
+                raise DataError(f"{source}: boxes must be finite, got {boxes.tolist()}")
+            empty = (boxes[:, 2] <= boxes[:, 0]) | (boxes[:, 3] <= boxes[:, 1])
+            if np.any(empty):
+                raise DataError(f"{source}: box {boxes[np.argmax(empty)].tolist()} has zero area (need ymax > ymin, xmax > xmin)")
+            if np.any(classes < 1):
+                raise DataError(f"{source}: object class ids are 1-based (0 is background), got {classes.tolist()}")
+            difficult = np.zeros(len(boxes), bool) if self.difficult is None else self.difficult
+            difficult = _array(difficult, np.bool_, name="difficult", source=source, shape_text="bool [n]", ndim=1)
+            if len(difficult) != len(boxes):
+                raise DataError(f"{source}: {len(boxes)} boxes but {len(difficult)} difficult flags")
+            set_("boxes", boxes)
+            set_("classes", classes)
+            set_("difficult", difficult)
+        elif self.difficult is not None:
+            raise DataError(f"{source}: difficult flags without boxes")
+        if self.size is not None:
+            set_("size", (int(self.size[0]), int(self.size[1])))
+        elif not isinstance(self.image, str):
+            set_("size", tuple(self.image.shape[:2]))
+        if self.boxes is not None and self.size is not None:
+            check_boxes_inside(self.boxes, self.size, source=source)
+
+
+def check_boxes_inside(boxes, size, *, source, tolerance=1e-3):
+    """Raise `DataError` naming `source` unless every box lies in `[0, H] x [0, W]`."""
+    height, width = size
+    limits = np.array([height, width, height, width], np.float32)
+    outside = np.any((boxes < -tolerance) | (boxes > limits + tolerance), axis=1)
+    if np.any(outside):
+        raise DataError(
+            f"{source}: box {boxes[np.argmax(outside)].tolist()} lies outside the {height}x{width} image "
+            "([ymin, xmin, ymax, xmax] pixels)"
+        )
+
+
+@dataclasses.dataclass
+class DatasetSource:
+    """A list of examples and what they can feed.
+
+    Attributes:
+      examples: the `Example`s.
+      class_names: the object classes without the background: classification label `i` is
+        `class_names[i]`, detection class and mask id `k` is `class_names[k - 1]`.
+      task_kinds: the tasks it can feed, a subset of ("classification", "detection",
+        "segmentation").
+      class_source: where `class_names` came from: "--classes", "pascal-voc-20",
+        "found in annotations", "folders" or "synthetic".
+      skipped: what the reader skipped, with counts (it also warned once with `DataWarning`).
+      origin: what was read ("voc:/data/VOC2012 (train, detection)"), for messages.
+    """
+
+    examples: list[Example]
+    class_names: tuple[str, ...]
+    task_kinds: tuple[str, ...]
+    class_source: str
+    skipped: dict[str, int] = dataclasses.field(default_factory=dict)
+    origin: str = ""
+
+    def __post_init__(self):
+        self.class_names = tuple(self.class_names)
+        self.task_kinds = tuple(self.task_kinds)
+        unknown = [kind for kind in self.task_kinds if kind not in TASKS]
+        if unknown:
+            raise ValueError(f"task_kinds must be among {TASKS}, got {unknown}")
+
+    def summary(self) -> str:
+        """One line for a run's log: size, classes and where they came from, what was skipped."""
+        names = ", ".join(self.class_names[:6]) + (", ..." if len(self.class_names) > 6 else "")
+        line = (
+            f"{self.origin or 'dataset'}: {len(self.examples)} examples, {len(self.class_names)} classes "
+            f"({self.class_source}: {names})"
+        )
+        if self.skipped:
+            line += "; skipped " + ", ".join(f"{count} x {what}" for what, count in self.skipped.items())
+        return line
+
+
+def parse_class_list(classes) -> tuple[str, ...]:
+    """`"a,b,c"` or a sequence of names -> a tuple of distinct, non-empty names (no background)."""
+    if isinstance(classes, str):
+        names = [name.strip() for name in classes.split(",")]
+    elif isinstance(classes, Sequence):
+        names = [str(name).strip() for name in classes]
+    else:
+        raise ValueError(f"classes must be 'a,b,c' or a list of names, got {classes!r}")
+    names = [name for name in names if name]
+    if not names:
+        raise ValueError(f"classes must name at least one class, got {classes!r}")
+    duplicates = sorted({name for name in names if names.count(name) > 1})
+    if duplicates:
+        raise ValueError(f"classes must be distinct, got {duplicates} more than once")
+    background = [name for name in names if name.lower() in ("background", "__background__", "_background_")]
+    if background:
+        raise ValueError(f"classes name the object classes only (id 0 is the background), got {background}")
+    return tuple(names)
+
+
+class SkipCounter:
+    """Counts what a reader skips and warns once, with the counts and the first few files."""
+
+    def __init__(self, origin):
+        self.origin = origin
+        self.counts: dict[str, int] = {}
+        self.files: dict[str, list[str]] = {}
+
+    def skip(self, what, file, count=1):
+        self.counts[what] = self.counts.get(what, 0) + count
+        self.files.setdefault(what, [])
+        if len(self.files[what]) < 3 and file not in self.files[what]:
+            self.files[what].append(str(file))
+
+    def warn(self):
+        if not self.counts:
+            return
+        parts = [f"{count} x {what} (e.g. {', '.join(self.files[what])})" for what, count in self.counts.items()]
+        message = f"{self.origin}: skipped " + "; ".join(parts)
+        logger.warning(message)
+        warnings.warn(message, DataWarning, stacklevel=3)
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _read_bytes(path, *, what):
+    try:
+        with open(path, "rb") as file:
+            return file.read()
+    except FileNotFoundError:
+        raise DataError(f"{path}: {what} file does not exist") from None
+    except OSError as error:
+        raise DataError(f"{path}: cannot read {what}: {error}") from None
+
+
+def load_image(example: Example) -> np.ndarray:
+    """The example's image as RGB uint8 `[H, W, 3]`.
+
+    Files are decoded with OpenCV (any format it reads; greyscale becomes 3 channels; EXIF
+    orientation is ignored, so pixels are as stored, which is what VOC's boxes refer to).
+
+    Raises:
+      DataError: naming the file, when it is missing or does not decode, or when its size
+        differs from the `(height, width)` its annotation declares.
+    """
+    if not isinstance(example.image, str):
+        return example.image
+    path = example.image
+    data = np.frombuffer(_read_bytes(path, what="image"), np.uint8)
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION) if data.size else None
+    if image is None:
+        raise DataError(f"{path}: not an image OpenCV can decode ({data.size} bytes)")
+    image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    if example.size is not None and tuple(image.shape[:2]) != tuple(example.size):
+        raise DataError(
+            f"{path}: the image is {image.shape[0]}x{image.shape[1]} (height x width) but its annotation "
+            f"{example.source} says {example.size[0]}x{example.size[1]}"
+        )
+    return image
+
+
+def load_mask(example: Example, *, num_classes: int | None = None) -> np.ndarray | None:
+    """The example's mask as uint8 `[H, W]` class ids (0 background, 255 ignore), or None.
+
+    PNG files are read with Pillow as palette indices (VOC's SegmentationClass images are
+    palette PNGs, which cv2.imread would turn into colours) or greyscale values.
+
+    Args:
+      num_classes: the number of object classes; when given, every value must be in
+        `0..num_classes` or 255.
+
+    Raises:
+      DataError: naming the file, when it is missing, does not decode, holds colours rather
+        than class ids (an RGB PNG), or holds a class id outside `0..num_classes` and 255.
+    """
+    if example.mask is None:
+        return None
+    name = example.mask if isinstance(example.mask, str) else f"the mask of {example.source}"
+    if isinstance(example.mask, str):
+        path = example.mask
+        if not os.path.exists(path):
+            raise DataError(f"{path}: mask file does not exist")
+        try:
+            with Image.open(path) as png:
+                png.load()
+                if png.mode not in ("P", "L", "1"):
+                    raise DataError(
+                        f"{path}: a {png.mode} image; masks must hold class ids as palette indices or "
+                        "greyscale values, not colours"
+                    )
+                mask = np.array(png.convert("L") if png.mode == "1" else png, dtype=np.uint8)
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+            if isinstance(error, DataError):
+                raise
+            raise DataError(f"{path}: not a mask image Pillow can decode: {error}") from None
+    else:
+        mask = example.mask
+    if num_classes is not None:
+        bad = (mask > num_classes) & (mask != IGNORE_LABEL)
+        if np.any(bad):
+            values = sorted(set(np.unique(mask[bad]).tolist()))
+            raise DataError(
+                f"{name}: class ids {values} outside 0..{num_classes} (the background and "
+                f"{num_classes} classes) and not 255 (ignore)"
+            )
+    return mask
