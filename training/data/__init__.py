@@ -13,6 +13,13 @@ Bad data raises `DataError` (a ValueError) naming the file, or is skipped with o
 `DataWarning` and a count in `DatasetSource.skipped`; see each reader for which is which.
 """
 
+from training.data.augment import (
+    augment,
+    color_jitter,
+    random_crop_with_padding,
+    random_horizontal_flip,
+    random_scale,
+)
 from training.data.examples import (
     IGNORE_LABEL,
     PASCAL_VOC_CLASSES,
@@ -36,8 +43,13 @@ __all__ = [
     "DataWarning",
     "DatasetSource",
     "Example",
+    "augment",
+    "color_jitter",
     "load_image",
     "load_mask",
     "parse_class_list",
+    "random_crop_with_padding",
+    "random_horizontal_flip",
+    "random_scale",
     "synthetic",
 ]
