@@ -45,7 +45,7 @@ setup(
         "h5py>=3.10",
     ],
     extras_require={
-        "dev": ["pytest>=8", "hypothesis>=6.100", "pillow>=10"],
+        "dev": ["pytest>=8", "hypothesis>=6.100", "pillow>=10", "pycocotools>=2.0.7"],
         "notebooks": ["nbmake>=1.5", "matplotlib>=3.8", "ipykernel>=6"],
         "coco": ["pycocotools>=2.0.7"],
     },
