@@ -32,6 +32,7 @@ from training.data.examples import (
     load_mask,
     parse_class_list,
 )
+from training.data.pipeline import make_dataset
 from training.data.synthetic import SHAPES, synthetic
 
 __all__ = [
@@ -47,6 +48,7 @@ __all__ = [
     "color_jitter",
     "load_image",
     "load_mask",
+    "make_dataset",
     "parse_class_list",
     "random_crop_with_padding",
     "random_horizontal_flip",
