@@ -34,6 +34,7 @@ from training.data.examples import (
 )
 from training.data.pipeline import make_dataset
 from training.data.synthetic import SHAPES, synthetic
+from training.data.voc import choose_class_names, read_voc_detection, read_voc_segmentation
 
 __all__ = [
     "IGNORE_LABEL",
@@ -45,6 +46,7 @@ __all__ = [
     "DatasetSource",
     "Example",
     "augment",
+    "choose_class_names",
     "color_jitter",
     "load_image",
     "load_mask",
@@ -53,5 +55,7 @@ __all__ = [
     "random_crop_with_padding",
     "random_horizontal_flip",
     "random_scale",
+    "read_voc_detection",
+    "read_voc_segmentation",
     "synthetic",
 ]

@@ -1,0 +1,247 @@
+"""PASCAL VOC readers: detection from Annotations/*.xml, segmentation from SegmentationClass/*.png.
+
+The directory is one year of the VOC devkit (`VOCdevkit/VOC2012`), holding `JPEGImages/`,
+`Annotations/`, `SegmentationClass/` and `ImageSets/{Main,Segmentation}/<split>.txt`.
+
+Boxes: VOC counts pixels from 1 and includes both ends; `layers.boxes.voc_to_yxyx` turns them
+into the zoo's continuous `[ymin, xmin, ymax, xmax]` (`(xmin, ymin, xmax, ymax) = (1, 1, 10, 10)`
+becomes `[0, 0, 10, 10]`). Segmentation PNGs are palette images read as class indices
+(0 background, 1..20 the classes, 255 the void border kept as ignore).
+
+Bad data:
+  - a split list that is missing or names no image, an image id without its XML, JPEG or PNG,
+    malformed XML, an object without a name or numeric box: `DataError` naming the file;
+  - a box of zero area or outside the image `<size>`, an object whose class is not in
+    `--classes`, an image left with no object: skipped, counted in `skipped` and reported in
+    one `DataWarning`;
+  - an image whose decoded size differs from its XML's `<size>`, a mask pixel that is not a
+    class id or 255: `DataError` naming the file when the example is loaded.
+"""
+
+from __future__ import annotations
+
+import logging
+import xml.etree.ElementTree as ElementTree
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from layers.boxes import voc_to_yxyx
+from training.data.examples import (
+    PASCAL_VOC_CLASSES,
+    DataError,
+    DatasetSource,
+    Example,
+    SkipCounter,
+    parse_class_list,
+)
+
+logger = logging.getLogger("training.data")
+
+CLASS_SOURCES = ("--classes", "pascal-voc-20", "found in annotations")
+
+
+def _voc_root(root, needs):
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise DataError(f"{root}: VOC directory does not exist")
+    missing = [name for name in needs if not (root / name).is_dir()]
+    if missing:
+        years = sorted(str(path) for path in root.glob("*/") if (path / "JPEGImages").is_dir())
+        years += sorted(str(path) for path in root.glob("VOCdevkit/*/") if (path / "JPEGImages").is_dir())
+        hint = f"; did you mean {' or '.join(years)}?" if years else ""
+        raise DataError(f"{root}: not a VOC directory, it has no {', '.join(missing)}{hint}")
+    return root
+
+
+def _split_ids(root, kind, split, counter):
+    path = root / "ImageSets" / kind / f"{split}.txt"
+    if not path.is_file():
+        folder = path.parent
+        available = sorted(p.stem for p in folder.glob("*.txt") if "_" not in p.stem) if folder.is_dir() else []
+        raise DataError(f"{path}: split list does not exist (splits there: {available or 'none'})")
+    ids, seen = [], set()
+    for line in path.read_text().splitlines():
+        fields = line.split()
+        if not fields:
+            continue
+        if fields[0] in seen:
+            counter.skip("image listed twice in the split", path)
+            continue
+        seen.add(fields[0])
+        ids.append(fields[0])
+    if not ids:
+        raise DataError(f"{path}: empty dataset, the split list names no image")
+    return ids
+
+
+def _image_path(root, image_id):
+    path = root / "JPEGImages" / f"{image_id}.jpg"
+    if not path.is_file():
+        raise DataError(f"{path}: image file does not exist (listed in the split)")
+    return path
+
+
+def _size(tree, xml_path, image_path):
+    """`(height, width)` from `<size>`, or from the image's header where the XML has none."""
+    try:
+        width = int(float(tree.findtext("size/width")))
+        height = int(float(tree.findtext("size/height")))
+        if width > 0 and height > 0:
+            return height, width
+    except (TypeError, ValueError):
+        pass
+    try:
+        with Image.open(image_path) as image:
+            width, height = image.size
+    except (OSError, ValueError) as error:
+        raise DataError(f"{image_path}: not an image Pillow can read ({error}); {xml_path} has no <size>") from None
+    return height, width
+
+
+def _objects(tree, xml_path):
+    """[(name, (xmin, ymin, xmax, ymax), difficult)] of one annotation, or DataError."""
+    objects = []
+    for number, node in enumerate(tree.iter("object"), start=1):
+        name = (node.findtext("name") or "").strip()
+        if not name:
+            raise DataError(f"{xml_path}: object #{number} has no <name>")
+        try:
+            box = tuple(float(node.findtext(f"bndbox/{tag}")) for tag in ("xmin", "ymin", "xmax", "ymax"))
+        except (TypeError, ValueError):
+            raise DataError(
+                f"{xml_path}: object #{number} ({name!r}) needs a <bndbox> with numeric xmin, ymin, xmax, ymax"
+            ) from None
+        if not all(np.isfinite(box)):
+            raise DataError(f"{xml_path}: object #{number} ({name!r}) has a non-finite box {box}")
+        flag = (node.findtext("difficult") or "0").strip()
+        try:
+            difficult = bool(int(float(flag)))
+        except ValueError:
+            raise DataError(f"{xml_path}: object #{number} ({name!r}) has <difficult>{flag}</difficult>, expected 0 or 1") from None
+        objects.append((name, box, difficult))
+    return objects
+
+
+def choose_class_names(found, classes=None):
+    """`(class_names, class_source)` by the rules: `classes` if given ("--classes"); else the 20
+    PASCAL classes in the devkit's order when every name found is one of them ("pascal-voc-20");
+    else the names found, sorted ("found in annotations")."""
+    if classes is not None:
+        return parse_class_list(classes), "--classes"
+    found = set(found)
+    if found <= set(PASCAL_VOC_CLASSES):
+        return PASCAL_VOC_CLASSES, "pascal-voc-20"
+    return tuple(sorted(found)), "found in annotations"
+
+
+def read_voc_detection(root, split="train", *, classes=None, keep_difficult=True) -> DatasetSource:
+    """The detection examples of a VOC split: boxes, 1-based classes and difficult flags.
+
+    Args:
+      root: the year directory (`VOCdevkit/VOC2007`).
+      split: `ImageSets/Main/<split>.txt` lists the image ids.
+      classes: `"a,b,c"` or a list: the class names, in id order; objects of other classes are
+        skipped (counted). None: the 20 PASCAL classes when the annotations use only those
+        names, else the sorted names found. `class_source` says which rule applied.
+      keep_difficult: keep objects flagged difficult (their `difficult` is True, so that
+        evaluation can ignore them); False drops them.
+
+    Returns:
+      A `DatasetSource` for "detection" whose examples name their XML as `source` and carry
+      the XML's `<size>`, which `load_image` checks.
+
+    Raises:
+      DataError: naming the file, for the problems in the module docstring.
+    """
+    root = _voc_root(root, ("Annotations", "JPEGImages", "ImageSets"))
+    origin = f"voc:{root} ({split}, detection)"
+    counter = SkipCounter(origin)
+    records = []
+    for image_id in _split_ids(root, "Main", split, counter):
+        xml_path = root / "Annotations" / f"{image_id}.xml"
+        if not xml_path.is_file():
+            raise DataError(f"{xml_path}: annotation file does not exist (listed in the split)")
+        try:
+            tree = ElementTree.parse(xml_path)
+        except ElementTree.ParseError as error:
+            raise DataError(f"{xml_path}: malformed XML: {error}") from None
+        image_path = _image_path(root, image_id)
+        records.append((xml_path, image_path, _size(tree, xml_path, image_path), _objects(tree, xml_path)))
+
+    class_names, class_source = choose_class_names((name for *_, objects in records for name, _, _ in objects), classes)
+    ids = {name: index + 1 for index, name in enumerate(class_names)}
+    voc_boxes = np.array([box for *_, objects in records for _, box, _ in objects], np.float32).reshape(-1, 4)
+    all_boxes = voc_to_yxyx(voc_boxes).numpy() if len(voc_boxes) else voc_boxes
+    examples, start = [], 0
+    for xml_path, image_path, (height, width), objects in records:
+        boxes, start = all_boxes[start:start + len(objects)], start + len(objects)
+        keep = []
+        for (name, _, difficult), box in zip(objects, boxes):
+            if box[2] <= box[0] or box[3] <= box[1]:
+                counter.skip("box of zero area", xml_path)
+            elif box[0] < 0 or box[1] < 0 or box[2] > height or box[3] > width:
+                counter.skip("box outside its image", xml_path)
+            elif name not in ids:
+                counter.skip("object of a class not in --classes", xml_path)
+            elif difficult and not keep_difficult:
+                pass
+            else:
+                keep.append(True)
+                continue
+            keep.append(False)
+        if not any(keep):
+            counter.skip("image with no objects left", xml_path)
+            continue
+        keep = np.array(keep)
+        examples.append(Example(
+            image=str(image_path),
+            boxes=boxes[keep],
+            classes=np.array([ids[name] for (name, _, _), k in zip(objects, keep) if k], np.int32),
+            difficult=np.array([difficult for (_, _, difficult), k in zip(objects, keep) if k], bool),
+            source=str(xml_path),
+            size=(height, width),
+        ))
+    counter.warn()
+    if not examples:
+        raise DataError(f"{root / 'ImageSets' / 'Main' / f'{split}.txt'}: empty dataset, no listed image has a usable object")
+    logger.info("%s: %d images, classes %s", origin, len(examples), class_source)
+    return DatasetSource(
+        examples=examples, class_names=class_names, task_kinds=("detection",), class_source=class_source,
+        skipped=dict(counter.counts), origin=origin,
+    )
+
+
+def read_voc_segmentation(root, split="train", *, classes=None) -> DatasetSource:
+    """The segmentation examples of a VOC split: JPEG images and palette-PNG class masks.
+
+    Mask values are class ids: 0 background, `k` the class `class_names[k - 1]`, 255 ignore
+    (VOC's void borders). The files are decoded when loaded (`load_image`, `load_mask`), where
+    a mask value above the number of classes (and not 255) is a `DataError` naming the PNG.
+
+    Args:
+      root: the year directory (`VOCdevkit/VOC2012`).
+      split: `ImageSets/Segmentation/<split>.txt` lists the image ids.
+      classes: names for the mask ids 1, 2, ... (`"a,b,c"` or a list); None for the 20 PASCAL
+        classes.
+
+    Returns:
+      A `DatasetSource` for "segmentation" whose examples name their PNG as `source`.
+    """
+    root = _voc_root(root, ("JPEGImages", "SegmentationClass", "ImageSets"))
+    origin = f"voc:{root} ({split}, segmentation)"
+    counter = SkipCounter(origin)
+    examples = []
+    for image_id in _split_ids(root, "Segmentation", split, counter):
+        mask_path = root / "SegmentationClass" / f"{image_id}.png"
+        if not mask_path.is_file():
+            raise DataError(f"{mask_path}: mask file does not exist (listed in the split)")
+        examples.append(Example(image=str(_image_path(root, image_id)), mask=str(mask_path), source=str(mask_path)))
+    counter.warn()
+    class_names, class_source = (parse_class_list(classes), "--classes") if classes is not None else (PASCAL_VOC_CLASSES, "pascal-voc-20")
+    logger.info("%s: %d images, classes %s", origin, len(examples), class_source)
+    return DatasetSource(
+        examples=examples, class_names=class_names, task_kinds=("segmentation",), class_source=class_source,
+        skipped=dict(counter.counts), origin=origin,
+    )
