@@ -43,9 +43,13 @@ setup(
         # The contrib build carries ximgproc (selective search); headless needs no GUI libs.
         "opencv-contrib-python-headless>=4.8",
         "h5py>=3.10",
+        # VOC segmentation masks are palette PNGs; OpenCV would read them as colours.
+        "pillow>=10",
+        # `zoo train` writes TensorBoard logs; TensorFlow 2.21 no longer pulls it in.
+        "tensorboard>=2.20",
     ],
     extras_require={
-        "dev": ["pytest>=8", "hypothesis>=6.100", "pillow>=10", "pycocotools>=2.0.7"],
+        "dev": ["pytest>=8", "hypothesis>=6.100", "pycocotools>=2.0.7"],
         "notebooks": ["nbmake>=1.5", "matplotlib>=3.8", "ipykernel>=6"],
         "coco": ["pycocotools>=2.0.7"],
     },
