@@ -32,12 +32,15 @@ from training.data.examples import (
     load_mask,
     parse_class_list,
 )
+from training.data.folder import IMAGE_EXTENSIONS, read_folder
 from training.data.pipeline import make_dataset
+from training.data.spec import parse_dataset_spec
 from training.data.synthetic import SHAPES, synthetic
 from training.data.voc import choose_class_names, read_voc_detection, read_voc_segmentation
 
 __all__ = [
     "IGNORE_LABEL",
+    "IMAGE_EXTENSIONS",
     "PASCAL_VOC_CLASSES",
     "SHAPES",
     "TASKS",
@@ -52,9 +55,11 @@ __all__ = [
     "load_mask",
     "make_dataset",
     "parse_class_list",
+    "parse_dataset_spec",
     "random_crop_with_padding",
     "random_horizontal_flip",
     "random_scale",
+    "read_folder",
     "read_voc_detection",
     "read_voc_segmentation",
     "synthetic",
