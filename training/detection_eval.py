@@ -263,30 +263,43 @@ def _match_image(boxes, scores, truth_boxes, truth_difficult, taken, iou_thresho
     return outcome
 
 
-def _class_curve(class_id, detections, ground_truths, iou_threshold):
-    """Scores, recall and precision in descending score order, and the positives to find."""
-    scores, outcomes = [], []
-    positives = 0
+def _class_curves(detections, ground_truths, num_classes, iou_threshold):
+    """Per class 1..K: scores, recall and precision in descending score order, and positives.
+
+    One pass over the images, matching each class that has detections there; a class's
+    outcomes are gathered in image order, so the stable sort below breaks score ties by image,
+    then by the order within the image.
+    """
+    scores = [[] for _ in range(num_classes + 1)]
+    outcomes = [[] for _ in range(num_classes + 1)]
+    positives = np.zeros(num_classes + 1, np.int64)
     for (boxes, det_scores, det_classes), (truth_boxes, truth_classes, difficult) in zip(detections, ground_truths):
-        mine = det_classes == class_id
-        truth = truth_classes == class_id
-        positives += int(np.sum(truth & ~difficult))
-        taken = np.zeros(int(truth.sum()), bool)
-        outcomes.append(_match_image(boxes[mine], det_scores[mine], truth_boxes[truth], difficult[truth], taken,
-                                     iou_threshold))
-        scores.append(det_scores[mine])
-    scores = np.concatenate(scores) if scores else np.zeros(0)
-    outcomes = np.concatenate(outcomes) if outcomes else np.zeros(0, np.int8)
-    # Stable: equal scores keep image order, then the order within the image.
-    order = np.argsort(-scores, kind="stable")
-    scores, outcomes = scores[order], outcomes[order]
-    counted = outcomes >= 0
-    scores, outcomes = scores[counted], outcomes[counted]
-    true_positives = np.cumsum(outcomes == 1).astype(np.float64)
-    false_positives = np.cumsum(outcomes == 0).astype(np.float64)
-    recall = true_positives / positives if positives else np.full(len(scores), np.nan)
-    precision = true_positives / np.maximum(true_positives + false_positives, _EPSILON)
-    return scores, recall, precision, positives
+        positives += np.bincount(truth_classes[~difficult], minlength=num_classes + 1)
+        for class_id in np.unique(det_classes):
+            if class_id == 0:
+                continue
+            mine = det_classes == class_id
+            truth = truth_classes == class_id
+            taken = np.zeros(int(truth.sum()), bool)
+            outcomes[class_id].append(
+                _match_image(boxes[mine], det_scores[mine], truth_boxes[truth], difficult[truth], taken, iou_threshold)
+            )
+            scores[class_id].append(det_scores[mine])
+    curves = []
+    for class_id in range(1, num_classes + 1):
+        class_scores = np.concatenate(scores[class_id]) if scores[class_id] else np.zeros(0)
+        class_outcomes = np.concatenate(outcomes[class_id]) if outcomes[class_id] else np.zeros(0, np.int8)
+        order = np.argsort(-class_scores, kind="stable")
+        class_scores, class_outcomes = class_scores[order], class_outcomes[order]
+        counted = class_outcomes >= 0
+        class_scores, class_outcomes = class_scores[counted], class_outcomes[counted]
+        true_positives = np.cumsum(class_outcomes == 1).astype(np.float64)
+        false_positives = np.cumsum(class_outcomes == 0).astype(np.float64)
+        found = int(positives[class_id])
+        recall = true_positives / found if found else np.full(len(class_scores), np.nan)
+        precision = true_positives / np.maximum(true_positives + false_positives, _EPSILON)
+        curves.append((class_scores, recall, precision, found))
+    return curves
 
 
 def evaluate_detections(detections, ground_truths, *, num_classes, iou_threshold=0.5, use_07_metric=False,
@@ -326,8 +339,8 @@ def evaluate_detections(detections, ground_truths, *, num_classes, iou_threshold
         raise ValueError(f"{function}: iou_threshold must be in (0, 1], got {iou_threshold!r}")
     detections, ground_truths, class_names = _parse(detections, ground_truths, num_classes, class_names, function)
     average_precisions, positives_per_class, curves = {}, {}, {}
-    for class_id, name in enumerate(class_names, start=1):
-        scores, recall, precision, positives = _class_curve(class_id, detections, ground_truths, iou_threshold)
+    per_class = _class_curves(detections, ground_truths, len(class_names), iou_threshold)
+    for name, (scores, recall, precision, positives) in zip(class_names, per_class):
         positives_per_class[name] = positives
         curves[name] = {"scores": scores, "recall": recall, "precision": precision}
         average_precisions[name] = (
