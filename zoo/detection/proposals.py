@@ -168,9 +168,9 @@ def selective_search(image, *, mode="fast", max_boxes=2000, min_size=DEFAULT_MIN
       N <= max_boxes (possibly 0).
 
     Example:
-      >>> boxes = selective_search(cv2.cvtColor(cv2.imread("cat.jpg"), cv2.COLOR_BGR2RGB))
-      >>> boxes.shape, boxes.dtype
-      ((2000, 4), dtype('float32'))
+      >>> boxes = selective_search(cv2.cvtColor(cv2.imread("cat.jpg"), cv2.COLOR_BGR2RGB), seed=0)
+      >>> boxes.shape, boxes.dtype  # N <= 2000 boxes, best-ranked first
+      ((N, 4), dtype('float32'))
     """
     function = "selective_search"
     _check_options(mode, max_boxes, min_size, seed, function=function)
