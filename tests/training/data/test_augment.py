@@ -66,13 +66,13 @@ def test_flip_by_hand():
 
 def test_flip_happens_about_half_the_time_and_follows_the_seed():
     image = np.zeros((2, 3, 3), np.uint8)
-    flips = [float(random_horizontal_flip(image, [[0.0, 0.0, 1.0, 1.0]], seed=[s, 0])[1][0, 1]) == 2.0 for s in range(200)]
+    flipped = tf.function(lambda seed: random_horizontal_flip(image, [[0.0, 0.0, 1.0, 1.0]], seed=seed)[1][0, 1] == 2.0)
+    flips = [bool(flipped(tf.constant([s, 0]))) for s in range(200)]
     assert 70 < sum(flips) < 130
-    again = [float(random_horizontal_flip(image, [[0.0, 0.0, 1.0, 1.0]], seed=[s, 0])[1][0, 1]) == 2.0 for s in range(200)]
-    assert flips == again
+    assert flips == [bool(flipped(tf.constant([s, 0]))) for s in range(200)]
 
 
-@hypothesis.settings(max_examples=40, deadline=None)
+@hypothesis.settings(max_examples=25, deadline=None)
 @hypothesis.given(scene=scenes())
 def test_flip_keeps_boxes_tight_on_the_mask(scene):
     image, boxes, mask, seed = scene
@@ -80,7 +80,7 @@ def test_flip_keeps_boxes_tight_on_the_mask(scene):
     _check_exact(boxes, mask)
 
 
-@hypothesis.settings(max_examples=60, deadline=None)
+@hypothesis.settings(max_examples=40, deadline=None)
 @hypothesis.given(scene=scenes(), output_size=st.tuples(st.integers(1, 24), st.integers(1, 24)))
 def test_crop_with_padding_keeps_boxes_tight_and_drops_exactly_the_vanished(scene, output_size):
     image, boxes, mask, seed = scene
@@ -109,7 +109,7 @@ def test_scale_keeps_boxes_within_half_a_pixel_of_the_mask(scene):
             np.testing.assert_allclose(box, found, atol=0.5 + 1e-4)
 
 
-@hypothesis.settings(max_examples=40, deadline=None)
+@hypothesis.settings(max_examples=30, deadline=None)
 @hypothesis.given(scene=scenes(), output_size=st.tuples(st.integers(4, 20), st.integers(4, 20)))
 def test_augment_keeps_boxes_on_the_mask(scene, output_size):
     image, boxes, mask, seed = scene
@@ -172,3 +172,9 @@ def test_bad_seed_and_scale_range():
         random_horizontal_flip(image, None, seed=[1, 2, 3])
     with pytest.raises(ValueError, match="scale_range"):
         random_scale(image, None, seed=[1, 2], scale_range=(2.0, 1.0))
+
+
+def test_augment_defaults_keep_the_input_size_and_pass_none_through():
+    image = np.random.default_rng(2).integers(0, 256, (12, 18, 3), dtype=np.uint8)
+    out, boxes, mask, keep = augment(image, None, None, seed=[0, 0])
+    assert out.shape == (12, 18, 3) and boxes is None and mask is None and keep.shape == (0,)

@@ -14,6 +14,7 @@ from training.data import (
     read_folder,
 )
 
+from training.data import spec
 from tests.training.data.voc_fixture import VOC_IMAGES, write_voc
 
 
@@ -69,14 +70,16 @@ def test_folder_errors_name_the_path(tmp_path):
         load_image(source.examples[1])
 
 
-def test_synthetic_specs():
+def test_synthetic_specs(monkeypatch):
     source = parse_dataset_spec("synthetic:12", image_size=(20, 24), seed=4)
     assert len(source.examples) == 12 and source.examples[0].image.shape == (20, 24, 3)
     assert source.class_names == SHAPES[:4] and source.class_source == "synthetic"
     np.testing.assert_array_equal(source.examples[3].image, parse_dataset_spec("synthetic:5", image_size=(20, 24), seed=4).examples[3].image)
     picked = parse_dataset_spec("synthetic:3", classes="star,ring")
     assert picked.class_names == ("star", "ring") and picked.class_source == "--classes"
-    assert len(parse_dataset_spec(" Synthetic ").examples) == 1000
+    assert spec.SYNTHETIC_DEFAULT_SIZE == 1000
+    monkeypatch.setattr(spec, "SYNTHETIC_DEFAULT_SIZE", 6)  # 1000 images take a second to draw
+    assert len(parse_dataset_spec(" Synthetic ").examples) == 6
     with pytest.raises(ValueError, match="shapes must be among"):
         parse_dataset_spec("synthetic:3", classes="dog")
 

@@ -71,8 +71,9 @@ def test_same_seed_and_epoch_give_the_same_batches(source, task):
                                     epoch=epoch))
     first = run(7, 2)
     assert_same(first, run(7, 2))
-    for other in (run(7, 3), run(8, 2)):
-        assert not np.array_equal(first[0][0], other[0][0])
+    if task == "detection":  # the order and the augmentation are shared by the tasks
+        for other in (run(7, 3), run(8, 2)):
+            assert not np.array_equal(first[0][0], other[0][0])
 
 
 def test_epoch_none_counts_passes_like_explicit_epochs(source):
