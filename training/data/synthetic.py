@@ -17,7 +17,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from training.data.examples import DatasetSource, Example
+from training.data.examples import DatasetSource, Example, parse_class_list
 
 SHAPES = ("circle", "square", "triangle", "cross", "ring", "diamond", "star", "crescent")
 
@@ -105,7 +105,7 @@ def _place(rng, height, width, size_range, taken):
     return None
 
 
-def _render(rng, height, width, num_classes, max_objects):
+def _render(rng, height, width, shapes, max_objects):
     image = _background(rng, height, width)
     mask = np.zeros((height, width), np.uint8)
     boxes, classes, taken = [], [], []
@@ -115,8 +115,8 @@ def _render(rng, height, width, num_classes, max_objects):
             continue
         taken.append(placement)
         top, left, box_h, box_w = placement
-        class_id = int(rng.integers(1, num_classes + 1))
-        shape_mask = _shape_mask(SHAPES[class_id - 1], box_h, box_w)
+        class_id = int(rng.integers(1, len(shapes) + 1))
+        shape_mask = _shape_mask(shapes[class_id - 1], box_h, box_w)
         if not shape_mask.any():
             continue
         colour = _COLOURS[rng.integers(len(_COLOURS))] * rng.uniform(0.85, 1.0)
@@ -139,6 +139,7 @@ def synthetic(
     num_classes: int = 4,
     max_objects: int = 3,
     seed: int = 0,
+    shapes=None,
 ) -> DatasetSource:
     """`num_examples` images of shapes on textured backgrounds, with labels, boxes and masks.
 
@@ -149,28 +150,39 @@ def synthetic(
       num_classes: how many shape classes, 1 to 8: the first `num_classes` of `SHAPES`.
       max_objects: objects per image at most (at least 1); the first is the dominant one.
       seed: example i is a function of `(seed, i)` alone.
+      shapes: names from `SHAPES` (`"ring,star"` or a list) to use instead of the first
+        `num_classes`; `num_classes` is then their number and `class_source` "--classes".
 
     Returns:
       A `DatasetSource` for all three tasks, `class_names` the shape names, `class_source`
-      "synthetic". Each example has `label` (0-based class of the dominant object), `boxes`
-      (tight boxes of the mask pixels), `classes` (1-based), `difficult` (all False) and `mask`.
+      "synthetic" (or "--classes" with `shapes`). Each example has `label` (0-based class of
+      the dominant object), `boxes` (tight boxes of the mask pixels), `classes` (1-based),
+      `difficult` (all False) and `mask`.
 
     Example:
       >>> source = synthetic(1000, image_size=(64, 64), num_classes=4, seed=0)
     """
     if isinstance(num_examples, bool) or not isinstance(num_examples, (int, np.integer)) or num_examples < 1:
         raise ValueError(f"synthetic: num_examples must be a positive int, got {num_examples!r}")
+    class_source = "synthetic"
+    if shapes is not None:
+        shapes = parse_class_list(shapes)
+        unknown = [shape for shape in shapes if shape not in SHAPES]
+        if unknown:
+            raise ValueError(f"synthetic: shapes must be among {SHAPES}, got {unknown}")
+        num_classes, class_source = len(shapes), "--classes"
     if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or not 1 <= num_classes <= len(SHAPES):
         raise ValueError(f"synthetic: num_classes must be 1..{len(SHAPES)} (the shapes {SHAPES}), got {num_classes!r}")
     if isinstance(max_objects, bool) or not isinstance(max_objects, (int, np.integer)) or max_objects < 1:
         raise ValueError(f"synthetic: max_objects must be a positive int, got {max_objects!r}")
+    shapes = shapes or SHAPES[:num_classes]
     height, width = (image_size, image_size) if isinstance(image_size, (int, np.integer)) else tuple(image_size)
     if min(height, width) < 16:
         raise ValueError(f"synthetic: image_size must be at least 16 x 16, got {image_size!r}")
     examples = []
     for index in range(num_examples):
         rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, index])
-        image, boxes, classes, mask = _render(rng, int(height), int(width), int(num_classes), int(max_objects))
+        image, boxes, classes, mask = _render(rng, int(height), int(width), shapes, int(max_objects))
         examples.append(
             Example(
                 image=image, label=int(classes[0]) - 1, boxes=boxes, classes=classes, mask=mask,
@@ -179,8 +191,8 @@ def synthetic(
         )
     return DatasetSource(
         examples=examples,
-        class_names=SHAPES[:num_classes],
+        class_names=shapes,
         task_kinds=("classification", "detection", "segmentation"),
-        class_source="synthetic",
+        class_source=class_source,
         origin=f"synthetic ({num_examples} images {height}x{width}, seed {seed})",
     )

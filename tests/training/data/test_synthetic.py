@@ -93,3 +93,17 @@ def test_example_checks_its_arrays():
         Example(image=image.astype(np.float32), source="ex5")
     example = Example(image=image, boxes=np.zeros((0, 4)), classes=[], source="empty")
     assert example.boxes.shape == (0, 4) and example.classes.shape == (0,) and example.size == (10, 12)
+
+
+def test_shapes_pick_the_classes_in_order():
+    default = synthetic(6, num_classes=2, seed=9)
+    same = synthetic(6, shapes="circle,square", seed=9)
+    swapped = synthetic(6, shapes=["square", "circle"], seed=9)
+    assert same.class_names == ("circle", "square") and same.class_source == "--classes"
+    assert swapped.class_names == ("square", "circle") and default.class_source == "synthetic"
+    for a, b, c in zip(default.examples, same.examples, swapped.examples):
+        np.testing.assert_array_equal(a.mask, b.mask)
+        assert a.label == c.label  # the same class ids are drawn, in another shape
+    assert not all(np.array_equal(a.mask, c.mask) for a, c in zip(default.examples, swapped.examples))
+    with pytest.raises(ValueError, match="shapes must be among"):
+        synthetic(2, shapes="hexagon")
