@@ -25,7 +25,9 @@ from training.data.examples import IGNORE_LABEL
 def _seed(seed, function):
     seed = tf.convert_to_tensor(seed)
     if seed.dtype not in (tf.int32, tf.int64) or (seed.shape.rank is not None and seed.shape != [2]):
-        raise ValueError(f"{function}: seed must be a [2] int32/int64 tensor, got {seed.dtype.name} {tuple(seed.shape)}")
+        raise ValueError(
+            f"{function}: seed must be a [2] int32/int64 tensor, got {seed.dtype.name} {tuple(seed.shape)}"
+        )
     return seed
 
 
@@ -162,13 +164,14 @@ def random_crop_with_padding(
     top, left = corner(seed_y, height, target_h), corner(seed_x, width, target_w)
     pad_top, pad_left = tf.maximum(0, -top), tf.maximum(0, -left)
     pad_bottom, pad_right = tf.maximum(0, top + target_h - height), tf.maximum(0, left + target_w - width)
-    image = tf.pad(image, [[pad_top, pad_bottom], [pad_left, pad_right], [0, 0]], constant_values=tf.cast(image_pad_value, image.dtype))
+    paddings = [[pad_top, pad_bottom], [pad_left, pad_right]]
+    image = tf.pad(image, paddings + [[0, 0]], constant_values=tf.cast(image_pad_value, image.dtype))
     image = tf.slice(image, [top + pad_top, left + pad_left, 0], [target_h, target_w, -1])
     if isinstance(target_h, int) and isinstance(target_w, int):
         image = tf.ensure_shape(image, [target_h, target_w, image.shape[-1]])
     if mask is not None:
         mask = tf.convert_to_tensor(mask)
-        mask = tf.pad(mask, [[pad_top, pad_bottom], [pad_left, pad_right]], constant_values=tf.cast(mask_pad_value, mask.dtype))
+        mask = tf.pad(mask, paddings, constant_values=tf.cast(mask_pad_value, mask.dtype))
         mask = tf.slice(mask, [top + pad_top, left + pad_left], [target_h, target_w])
         if isinstance(target_h, int) and isinstance(target_w, int):
             mask = tf.ensure_shape(mask, [target_h, target_w])
@@ -204,7 +207,8 @@ def color_jitter(image, *, seed, brightness=0.125, contrast=0.25, saturation=0.2
     if contrast:
         image = tf.image.stateless_random_contrast(image, 1.0 - contrast, 1.0 + contrast, seeds[1])
     if saturation:
-        image = tf.image.stateless_random_saturation(tf.clip_by_value(image, 0.0, 1.0), 1.0 - saturation, 1.0 + saturation, seeds[2])
+        image = tf.clip_by_value(image, 0.0, 1.0)
+        image = tf.image.stateless_random_saturation(image, 1.0 - saturation, 1.0 + saturation, seeds[2])
     if hue:
         image = tf.image.stateless_random_hue(tf.clip_by_value(image, 0.0, 1.0), hue, seeds[3])
     return tf.clip_by_value(image, 0.0, 1.0) * 255.0

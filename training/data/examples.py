@@ -50,7 +50,8 @@ def _array(value, dtype, *, name, source, shape_text, ndim, last=None):
     array = np.asarray(value)
     if array.size == 0:
         array = array.reshape((0,) + ((last,) if last else ()))
-    if array.ndim != ndim or (last is not None and array.shape[-1] != last) or (array.size and not _castable(array, dtype)):
+    wrong_shape = array.ndim != ndim or (last is not None and array.shape[-1] != last)
+    if wrong_shape or (array.size and not _castable(array, dtype)):
         raise DataError(f"{source}: {name} must be {shape_text}, got shape {array.shape} dtype {array.dtype}")
     return array.astype(dtype, copy=False)
 
@@ -102,12 +103,16 @@ class Example:
         if not isinstance(self.image, str):
             image = np.asarray(self.image)
             if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-                raise DataError(f"{source}: image must be RGB uint8 [H, W, 3], got shape {image.shape} dtype {image.dtype}")
+                raise DataError(
+                    f"{source}: image must be RGB uint8 [H, W, 3], got shape {image.shape} dtype {image.dtype}"
+                )
             set_("image", image)
         if self.mask is not None and not isinstance(self.mask, str):
             mask = np.asarray(self.mask)
             if mask.dtype != np.uint8 or mask.ndim != 2:
-                raise DataError(f"{source}: mask must be uint8 [H, W] class ids, got shape {mask.shape} dtype {mask.dtype}")
+                raise DataError(
+                    f"{source}: mask must be uint8 [H, W] class ids, got shape {mask.shape} dtype {mask.dtype}"
+                )
             set_("mask", mask)
         if self.label is not None:
             if isinstance(self.label, bool) or not isinstance(self.label, (int, np.integer)):
@@ -116,7 +121,10 @@ class Example:
         if (self.boxes is None) != (self.classes is None):
             raise DataError(f"{source}: boxes and classes come together (one of them is None)")
         if self.boxes is not None:
-            boxes = _array(self.boxes, np.float32, name="boxes", source=source, shape_text="[n, 4] (ymin, xmin, ymax, xmax)", ndim=2, last=4)
+            boxes = _array(
+                self.boxes, np.float32, name="boxes", source=source, shape_text="[n, 4] (ymin, xmin, ymax, xmax)",
+                ndim=2, last=4,
+            )
             classes = _array(self.classes, np.int32, name="classes", source=source, shape_text="int [n]", ndim=1)
             if len(classes) != len(boxes):
                 raise DataError(f"{source}: {len(boxes)} boxes but {len(classes)} classes")
@@ -124,7 +132,9 @@ class Example:
                 raise DataError(f"{source}: boxes must be finite, got {boxes.tolist()}")
             empty = (boxes[:, 2] <= boxes[:, 0]) | (boxes[:, 3] <= boxes[:, 1])
             if np.any(empty):
-                raise DataError(f"{source}: box {boxes[np.argmax(empty)].tolist()} has zero area (need ymax > ymin, xmax > xmin)")
+                raise DataError(
+                    f"{source}: box {boxes[np.argmax(empty)].tolist()} has zero area (need ymax > ymin, xmax > xmin)"
+                )
             if np.any(classes < 1):
                 raise DataError(f"{source}: object class ids are 1-based (0 is background), got {classes.tolist()}")
             difficult = np.zeros(len(boxes), bool) if self.difficult is None else self.difficult

@@ -47,7 +47,9 @@ def _check_examples(examples, task, num_classes, max_boxes):
             if example.label is None:
                 raise DataError(f"{example.source}: no classification label")
             if not 0 <= example.label < num_classes:
-                raise DataError(f"{example.source}: label {example.label} outside the {num_classes} classes 0..{num_classes - 1}")
+                raise DataError(
+                    f"{example.source}: label {example.label} outside the {num_classes} classes 0..{num_classes - 1}"
+                )
         elif task == "detection":
             if example.boxes is None:
                 raise DataError(f"{example.source}: no boxes for detection")

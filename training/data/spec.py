@@ -40,7 +40,9 @@ def parse_dataset_spec(text, *, split="train", classes=None, image_size=None, se
     argument = argument.strip()
     if kind == "synthetic":
         if colon and not argument.isdigit() or (argument.isdigit() and int(argument) < 1):
-            raise ValueError(f"dataset {text!r}: 'synthetic:N' needs a positive number of examples; accepted: {ACCEPTED}")
+            raise ValueError(
+                f"dataset {text!r}: 'synthetic:N' needs a positive number of examples; accepted: {ACCEPTED}"
+            )
         count = int(argument) if argument else SYNTHETIC_DEFAULT_SIZE
         source = synthetic(count, image_size=image_size or (64, 64), seed=seed, shapes=classes)
     elif kind in ("voc", "folder"):

@@ -100,7 +100,12 @@ def _place(rng, height, width, size_range, taken):
         top = int(rng.integers(0, height - box_h + 1))
         left = int(rng.integers(0, width - box_w + 1))
         # One pixel of margin, so that no two objects touch and masks never merge.
-        if all(top + box_h + 1 <= t or t + h + 1 <= top or left + box_w + 1 <= l or l + w + 1 <= left for t, l, h, w in taken):
+        apart = (
+            top + box_h + 1 <= other_top or other_top + other_h + 1 <= top
+            or left + box_w + 1 <= other_left or other_left + other_w + 1 <= left
+            for other_top, other_left, other_h, other_w in taken
+        )
+        if all(apart):
             return top, left, box_h, box_w
     return None
 
@@ -130,6 +135,12 @@ def _render(rng, height, width, shapes, max_objects):
         classes.append(class_id)
     image = np.clip(np.round(image), 0, 255).astype(np.uint8)
     return image, np.array(boxes, np.float32), np.array(classes, np.int32), mask
+
+
+def _check_count(value, name, largest=None):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1 or value > (largest or value):
+        within = f"1..{largest} (the shapes {SHAPES})" if largest else "a positive int"
+        raise ValueError(f"synthetic: {name} must be {within}, got {value!r}")
 
 
 def synthetic(
@@ -162,8 +173,7 @@ def synthetic(
     Example:
       >>> source = synthetic(1000, image_size=(64, 64), num_classes=4, seed=0)
     """
-    if isinstance(num_examples, bool) or not isinstance(num_examples, (int, np.integer)) or num_examples < 1:
-        raise ValueError(f"synthetic: num_examples must be a positive int, got {num_examples!r}")
+    _check_count(num_examples, "num_examples")
     class_source = "synthetic"
     if shapes is not None:
         shapes = parse_class_list(shapes)
@@ -171,10 +181,8 @@ def synthetic(
         if unknown:
             raise ValueError(f"synthetic: shapes must be among {SHAPES}, got {unknown}")
         num_classes, class_source = len(shapes), "--classes"
-    if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or not 1 <= num_classes <= len(SHAPES):
-        raise ValueError(f"synthetic: num_classes must be 1..{len(SHAPES)} (the shapes {SHAPES}), got {num_classes!r}")
-    if isinstance(max_objects, bool) or not isinstance(max_objects, (int, np.integer)) or max_objects < 1:
-        raise ValueError(f"synthetic: max_objects must be a positive int, got {max_objects!r}")
+    _check_count(num_classes, "num_classes", largest=len(SHAPES))
+    _check_count(max_objects, "max_objects")
     shapes = shapes or SHAPES[:num_classes]
     height, width = (image_size, image_size) if isinstance(image_size, (int, np.integer)) else tuple(image_size)
     if min(height, width) < 16:

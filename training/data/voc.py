@@ -119,7 +119,9 @@ def _objects(tree, xml_path):
         try:
             difficult = bool(int(float(flag)))
         except ValueError:
-            raise DataError(f"{xml_path}: object #{number} ({name!r}) has <difficult>{flag}</difficult>, expected 0 or 1") from None
+            raise DataError(
+                f"{xml_path}: object #{number} ({name!r}) has <difficult>{flag}</difficult>, expected 0 or 1"
+            ) from None
         objects.append((name, box, difficult))
     return objects
 
@@ -205,7 +207,8 @@ def read_voc_detection(root, split="train", *, classes=None, keep_difficult=True
         ))
     counter.warn()
     if not examples:
-        raise DataError(f"{root / 'ImageSets' / 'Main' / f'{split}.txt'}: empty dataset, no listed image has a usable object")
+        split_list = root / "ImageSets" / "Main" / f"{split}.txt"
+        raise DataError(f"{split_list}: empty dataset, no listed image has a usable object")
     logger.info("%s: %d images, classes %s", origin, len(examples), class_source)
     return DatasetSource(
         examples=examples, class_names=class_names, task_kinds=("detection",), class_source=class_source,
@@ -239,7 +242,10 @@ def read_voc_segmentation(root, split="train", *, classes=None) -> DatasetSource
             raise DataError(f"{mask_path}: mask file does not exist (listed in the split)")
         examples.append(Example(image=str(_image_path(root, image_id)), mask=str(mask_path), source=str(mask_path)))
     counter.warn()
-    class_names, class_source = (parse_class_list(classes), "--classes") if classes is not None else (PASCAL_VOC_CLASSES, "pascal-voc-20")
+    if classes is not None:
+        class_names, class_source = parse_class_list(classes), "--classes"
+    else:
+        class_names, class_source = PASCAL_VOC_CLASSES, "pascal-voc-20"
     logger.info("%s: %d images, classes %s", origin, len(examples), class_source)
     return DatasetSource(
         examples=examples, class_names=class_names, task_kinds=("segmentation",), class_source=class_source,

@@ -84,7 +84,9 @@ def test_flip_keeps_boxes_tight_on_the_mask(scene):
 @hypothesis.given(scene=scenes(), output_size=st.tuples(st.integers(1, 24), st.integers(1, 24)))
 def test_crop_with_padding_keeps_boxes_tight_and_drops_exactly_the_vanished(scene, output_size):
     image, boxes, mask, seed = scene
-    cropped, boxes, cropped_mask, keep = random_crop_with_padding(image, boxes, mask, seed=seed, output_size=output_size)
+    cropped, boxes, cropped_mask, keep = random_crop_with_padding(
+        image, boxes, mask, seed=seed, output_size=output_size
+    )
     assert tuple(cropped.shape) == output_size + (3,) and tuple(cropped_mask.shape) == output_size
     _check_exact(boxes, cropped_mask, keep.numpy())
     # Padding is 0 in the image and 255 in the mask; the image's own pixels are never 0 in
@@ -113,7 +115,9 @@ def test_scale_keeps_boxes_within_half_a_pixel_of_the_mask(scene):
 @hypothesis.given(scene=scenes(), output_size=st.tuples(st.integers(4, 20), st.integers(4, 20)))
 def test_augment_keeps_boxes_on_the_mask(scene, output_size):
     image, boxes, mask, seed = scene
-    out, out_boxes, out_mask, keep = augment(image, boxes, mask, seed=seed, output_size=output_size, scale_range=(0.5, 2.0))
+    out, out_boxes, out_mask, keep = augment(
+        image, boxes, mask, seed=seed, output_size=output_size, scale_range=(0.5, 2.0)
+    )
     assert out.dtype == tf.float32 and tuple(out.shape) == output_size + (3,)
     out_mask, keep = out_mask.numpy(), keep.numpy()
     for index, box in enumerate(out_boxes.numpy()):
@@ -158,7 +162,9 @@ def test_crop_places_a_small_image_anywhere_in_the_window():
     image = np.full((2, 2, 3), 9, np.uint8)
     corners = set()
     for s in range(60):
-        cropped, boxes, _, keep = random_crop_with_padding(image, [[0.0, 0.0, 2.0, 2.0]], seed=[s, 1], output_size=(4, 5))
+        cropped, boxes, _, keep = random_crop_with_padding(
+            image, [[0.0, 0.0, 2.0, 2.0]], seed=[s, 1], output_size=(4, 5)
+        )
         assert keep.numpy().all()
         y, x = np.argwhere(cropped.numpy()[..., 0] == 9)[0]
         np.testing.assert_array_equal(boxes, [[y, x, y + 2, x + 2]])

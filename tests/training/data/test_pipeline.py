@@ -51,7 +51,8 @@ def test_shapes_and_dtypes(source, task, training):
 
 
 def test_evaluation_is_the_resized_source_in_order(source):
-    images, targets = batches(make_dataset(source, task="detection", batch_size=10, image_size=(16, 20), training=False))[0]
+    dataset = make_dataset(source, task="detection", batch_size=10, image_size=(16, 20), training=False)
+    images, targets = batches(dataset)[0]
     for index, example in enumerate(source.examples):
         expected = tf.image.resize(example.image, (16, 20), antialias=True).numpy()
         np.testing.assert_allclose(images[index], expected, atol=1e-3)
@@ -116,7 +117,9 @@ def test_checks_name_the_example(source):
     empty = DatasetSource([], ("a",), ("classification",), "folders", origin="folder:/nowhere")
     with pytest.raises(DataError, match="folder:/nowhere: empty dataset"):
         make_dataset(empty, task="classification", **options)
-    unlabeled = DatasetSource([Example(np.zeros((4, 4, 3), np.uint8), source="x.png")], ("a",), ("classification",), "x")
+    unlabeled = DatasetSource(
+        [Example(np.zeros((4, 4, 3), np.uint8), source="x.png")], ("a",), ("classification",), "x"
+    )
     with pytest.raises(DataError, match="x.png: no classification label"):
         make_dataset(unlabeled, task="classification", **options)
 

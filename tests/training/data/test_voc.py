@@ -103,26 +103,33 @@ def test_class_list_found_in_annotations(tmp_path):
     assert "found in annotations" in source.summary()
 
 
-@pytest.mark.parametrize("breakage, message", [
-    (lambda root: (root / "Annotations" / "2008_000002.xml").unlink(), r"2008_000002\.xml: annotation file does not exist"),
-    (lambda root: (root / "Annotations" / "2008_000002.xml").write_text("<annotation><object>"), r"2008_000002\.xml: malformed XML"),
-    (lambda root: (root / "Annotations" / "2008_000002.xml").write_text(
-        annotation_xml("2008_000002", 24, 32, [("cat", (6, 5, "x", 20), 0)])), r"2008_000002\.xml: object #1 \('cat'\) needs a <bndbox>"),
-    (lambda root: (root / "Annotations" / "2008_000002.xml").write_text(
-        annotation_xml("2008_000002", 24, 32, [("", (6, 5, 7, 20), 0)])), r"2008_000002\.xml: object #1 has no <name>"),
-    (lambda root: (root / "JPEGImages" / "2008_000002.jpg").unlink(), r"2008_000002\.jpg: image file does not exist"),
-    (lambda root: (root / "ImageSets" / "Main" / "train.txt").write_text("\n"), r"Main/train\.txt: empty dataset"),
-    (lambda root: (root / "ImageSets" / "Main" / "train.txt").unlink(), r"Main/train\.txt: split list does not exist \(splits there: \['trainval', 'val'\]\)"),
+XML = "Annotations/2008_000002.xml"
+BAD_BOX = annotation_xml("2008_000002", 24, 32, [("cat", (6, 5, "x", 20), 0)])
+NO_NAME = annotation_xml("2008_000002", 24, 32, [("", (6, 5, 7, 20), 0)])
+
+
+@pytest.mark.parametrize("path, content, message", [
+    (XML, None, r"2008_000002\.xml: annotation file does not exist"),
+    (XML, "<annotation><object>", r"2008_000002\.xml: malformed XML"),
+    (XML, BAD_BOX, r"2008_000002\.xml: object #1 \('cat'\) needs a <bndbox>"),
+    (XML, NO_NAME, r"2008_000002\.xml: object #1 has no <name>"),
+    ("JPEGImages/2008_000002.jpg", None, r"2008_000002\.jpg: image file does not exist"),
+    ("ImageSets/Main/train.txt", "\n", r"Main/train\.txt: empty dataset"),
+    ("ImageSets/Main/train.txt", None, r"train\.txt: split list does not exist \(splits there: \['trainval', 'val'\]"),
 ])
-def test_detection_errors_name_the_file(voc_root, breakage, message):
-    breakage(voc_root)
+def test_detection_errors_name_the_file(voc_root, path, content, message):
+    if content is None:
+        (voc_root / path).unlink()
+    else:
+        (voc_root / path).write_text(content)
     with pytest.raises(DataError, match=message):
         read_voc_detection(voc_root, "train")
 
 
 def test_not_a_voc_directory_points_to_the_year(tmp_path):
     write_voc(tmp_path / "VOCdevkit" / "VOC2007")
-    with pytest.raises(DataError, match=r"not a VOC directory, it has no Annotations, JPEGImages, ImageSets; did you mean .*VOC2007"):
+    expected = r"not a VOC directory, it has no Annotations, JPEGImages, ImageSets; did you mean .*VOC2007"
+    with pytest.raises(DataError, match=expected):
         read_voc_detection(tmp_path)
 
 
@@ -186,9 +193,11 @@ def test_mask_problems_fail_naming_the_png(voc_root):
 
 def test_voc_through_make_dataset_scales_boxes_exactly(voc_root):
     source = read_voc_detection(voc_root, "train")
-    images, targets = next(iter(make_dataset(source, task="detection", batch_size=2, image_size=(60, 20), training=False)))
+    dataset = make_dataset(source, task="detection", batch_size=2, image_size=(60, 20), training=False)
+    images, targets = next(iter(dataset))
     assert images.shape == (2, 60, 20, 3)
+    # 30x40 -> 60x20 and 24x32 -> 60x20: y scales by 2 and 2.5, x by 0.5 and 0.625.
     np.testing.assert_allclose(targets["boxes"][0, :2], np.array(EXPECTED_BOXES["2008_000001"]) * [2, 0.5, 2, 0.5])
-    np.testing.assert_allclose(targets["boxes"][1, :1], np.array(EXPECTED_BOXES["2008_000002"]) * [2.5, 0.625, 2.5, 0.625])
+    np.testing.assert_allclose(targets["boxes"][1, :1], np.array(EXPECTED_BOXES["2008_000002"]) * ([2.5, 0.625] * 2))
     assert targets["classes"][0, :3].numpy().tolist() == [12, 15, 0]
     assert not np.any(targets["boxes"][:, 2:])
