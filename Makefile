@@ -7,6 +7,9 @@ STAMP := $(VENV)/.zoo-installed
 
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONHASHSEED ?= 0
+# oneDNN's kernels make a ResNet-18 training step 3.7x faster on these AVX2 CPUs
+# (TensorFlow leaves them off there by default); see README, "Training".
+export TF_ENABLE_ONEDNN_OPTS ?= 1
 
 .PHONY: test demo install clean
 

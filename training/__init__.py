@@ -1,5 +1,49 @@
-"""Training for every zoo model: losses, metrics, schedules, data and the fit loop.
+"""Training for every zoo model: data, augmentation, losses, metrics, schedules and the fit loop.
 
-The package's contents arrive with the training issue; it exists now so that the
-distribution's layout (`zoo`, `layers`, `training`) is the one of the design card.
+    >>> import zoo
+    >>> from training import TrainConfig, data, train
+    >>> source = data.synthetic(512, image_size=(64, 64))
+    >>> result = train(
+    ...     lambda classes: zoo.build("resnet18", classes=classes, input_shape=(64, 64, 3)),
+    ...     source, out_dir="runs/resnet18", config=TrainConfig(epochs=3, image_size=(64, 64)))
+
+`training` imports `layers`, never `zoo`: the model arrives as a builder function, so the same
+trainer serves every head. The `zoo train` / `zoo evaluate` commands wrap it.
 """
+
+from training import data
+from training.adversarial import AdversarialModel
+from training.callbacks import Backup, BestCheckpoint, EarlyStopping, StopOnNaN, save_model_atomically
+from training.distribute import STRATEGIES, make_strategy
+from training.fit import TrainConfig, TrainingDiverged, TrainResult, evaluate, split_validation, train
+from training.optimizers import WarmupSchedule, make_optimizer
+from training.regularization import apply_weight_decay, default_weight_decay, freeze_stages, set_batch_norm
+from training.tasks import TASKS, Task, get_task, register_task
+
+__all__ = [
+    "AdversarialModel",
+    "Backup",
+    "BestCheckpoint",
+    "EarlyStopping",
+    "STRATEGIES",
+    "StopOnNaN",
+    "TASKS",
+    "Task",
+    "TrainConfig",
+    "TrainResult",
+    "TrainingDiverged",
+    "WarmupSchedule",
+    "apply_weight_decay",
+    "data",
+    "default_weight_decay",
+    "evaluate",
+    "freeze_stages",
+    "get_task",
+    "make_optimizer",
+    "make_strategy",
+    "register_task",
+    "save_model_atomically",
+    "set_batch_norm",
+    "split_validation",
+    "train",
+]

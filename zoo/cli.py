@@ -1,16 +1,20 @@
-"""The `zoo` command: `zoo list`, `zoo describe NAME`, `zoo demo`.
+"""The `zoo` command: `zoo list|describe|train|evaluate|demo`.
 
     $ zoo list --task classification
-    $ zoo describe resnet50 --output-stride 16
+    $ zoo describe resnet50 --set output_stride=16
+    $ zoo train resnet18 --dataset synthetic --image-size 64 64 --epochs 5 --out runs/r18
+    $ zoo evaluate resnet18 --weights runs/r18/model.keras --dataset synthetic --split val
     $ zoo demo
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
+from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -130,6 +134,109 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def _class_names(args, weights=None):
+    """`--classes a,b,c`, else the class list saved beside a trained model (`run.json`)."""
+    if args.classes:
+        return tuple(name.strip() for name in args.classes.split(",") if name.strip())
+    if weights is not None:
+        run = Path(weights).parent / "run.json"
+        if run.is_file():
+            return tuple(json.loads(run.read_text())["class_names"])
+    return None
+
+
+def _read_dataset(args, *, split, classes, task):
+    from training import data
+
+    return data.parse_dataset_spec(
+        args.dataset, split=split, classes=classes, image_size=tuple(args.image_size), seed=args.seed, task=task
+    )
+
+
+def _builder(name, image_size, overrides):
+    import zoo
+
+    def build(num_classes):
+        return zoo.build(name, classes=num_classes, input_shape=(*image_size, 3), **overrides)
+
+    return build
+
+
+def cmd_train(args) -> int:
+    import zoo
+    from training import TrainConfig, TrainingDiverged, train
+
+    task = zoo.describe(args.model).task
+    image_size = tuple(args.image_size)
+    config = TrainConfig(
+        epochs=args.epochs, batch_size=args.batch_size, image_size=image_size, optimizer=args.optimizer,
+        learning_rate=args.lr, schedule=args.schedule, warmup_epochs=args.warmup_epochs,
+        weight_decay=args.weight_decay, batch_norm=args.batch_norm, freeze_stages=args.freeze_stages,
+        augment=not args.no_augment, early_stopping_patience=args.early_stopping,
+        mixed_precision=args.mixed_precision, strategy=args.strategy,
+        adversarial_epsilon=args.adversarial_epsilon, seed=args.seed,
+    )
+    classes = _class_names(args)
+    source = _read_dataset(args, split=args.split, classes=classes, task=task)
+    validation = None
+    if args.val_split:
+        validation = _read_dataset(args, split=args.val_split, classes=source.class_names, task=task)
+    try:
+        result = train(
+            _builder(args.model, image_size, dict(args.set or [])), source, validation, out_dir=args.out,
+            task=task, config=config, resume=args.resume, verbose=2 if args.quiet else 1,
+        )
+    except TrainingDiverged as error:
+        print(f"zoo train: error: {error}", file=sys.stderr)
+        return 3
+    best = "" if result.best_epoch is None else f"; best {result.monitor} {result.best_value:.4f} at epoch {result.best_epoch + 1}"
+    print(f"zoo train: model saved to {Path(args.out) / 'model.keras'}{best}", file=sys.stderr)
+    return 0
+
+
+def _load_trained(name, weights, image_size, classes):
+    """A `.keras` file from `zoo train`, or the registered model with a weights file / tag."""
+    import keras
+
+    import zoo
+
+    if str(weights).endswith(".keras"):
+        if not Path(weights).is_file():
+            raise ValueError(f"--weights {weights}: no such file")
+        return keras.saving.load_model(weights)
+    return zoo.build(name, weights=weights, classes=len(classes), input_shape=(*image_size, 3))
+
+
+def cmd_evaluate(args) -> int:
+    import zoo
+    from training import evaluate
+
+    task = zoo.describe(args.model).task
+    classes = _class_names(args, args.weights)
+    source = _read_dataset(args, split=args.split, classes=classes, task=task)
+    model = _load_trained(args.model, args.weights, tuple(args.image_size), source.class_names)
+    metrics = evaluate(
+        model, source, task=task, batch_size=args.batch_size, image_size=tuple(args.image_size),
+        verbose=0 if args.quiet else 1,
+    )
+    print(json.dumps({name: round(value, 6) for name, value in metrics.items()}, allow_nan=True))
+    return 0
+
+
+def _add_data_arguments(parser, *, split):
+    parser.add_argument("model", help="a registered model name (zoo list)")
+    parser.add_argument(
+        "--dataset", required=True,
+        help="synthetic | synthetic:N | voc:PATH | folder:PATH",
+    )
+    parser.add_argument("--split", default=split, help=f"the split to read (default {split})")
+    parser.add_argument("--classes", help="comma-separated class names (default: from the data)")
+    parser.add_argument("--image-size", nargs=2, type=int, default=(224, 224), metavar=("H", "W"))
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--quiet", action="store_true", help="no progress bar (train: one line per epoch)")
+
+
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="zoo", description="A Keras 3 model zoo for vision.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -149,6 +256,32 @@ def make_parser() -> argparse.ArgumentParser:
     )
     describe.set_defaults(run=cmd_describe)
 
+    training = commands.add_parser("train", help="train a model; leaves OUT/model.keras")
+    _add_data_arguments(training, split="train")
+    training.add_argument("--val-split", help="a validation split of the dataset (default: hold out 20%%)")
+    training.add_argument("--epochs", type=int, default=10)
+    training.add_argument("--lr", type=float, default=0.01, help="base learning rate")
+    training.add_argument("--optimizer", choices=("sgd", "adam", "adamw"), default="sgd")
+    training.add_argument("--schedule", choices=("constant", "step", "poly", "cosine"), default="cosine")
+    training.add_argument("--warmup-epochs", type=float, default=0.0)
+    training.add_argument("--weight-decay", type=float, default=None, help="default: the backbone's")
+    training.add_argument("--batch-norm", choices=("fine_tune", "frozen"), default="fine_tune")
+    training.add_argument("--freeze-stages", type=int, default=0)
+    training.add_argument("--no-augment", action="store_true")
+    training.add_argument("--early-stopping", type=int, default=None, metavar="PATIENCE")
+    training.add_argument("--mixed-precision", choices=("mixed_float16", "mixed_bfloat16"))
+    training.add_argument("--strategy", choices=("default", "mirrored", "multi_worker"), default="default")
+    training.add_argument("--adversarial-epsilon", type=float, default=0.0, help="FGSM step in pixels")
+    training.add_argument("--out", required=True, help="the run's directory")
+    training.add_argument("--resume", action="store_true", help="continue from OUT/backup")
+    training.add_argument("--set", action="append", type=_parse_override, metavar="KEY=VALUE")
+    training.set_defaults(run=cmd_train)
+
+    evaluation = commands.add_parser("evaluate", help="metrics of a trained model, ending with one JSON line")
+    _add_data_arguments(evaluation, split="val")
+    evaluation.add_argument("--weights", required=True, help="OUT/model.keras, a weights file or a tag")
+    evaluation.set_defaults(run=cmd_evaluate)
+
     demo = commands.add_parser("demo", help="build every registered model and print a table")
     demo.add_argument("pattern", nargs="?", default=None)
     demo.set_defaults(run=cmd_demo)
@@ -159,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
     try:
         return args.run(args)
-    except (ValueError, TypeError) as error:
+    except (ValueError, TypeError, FileExistsError) as error:
         print(f"zoo {args.command}: error: {error}", file=sys.stderr)
         return 2
 

@@ -1,0 +1,359 @@
+"""The trainer: Keras `compile`/`fit` with the callbacks that make a run resumable.
+
+    >>> from training import TrainConfig, train, data
+    >>> source = data.synthetic(512, image_size=(64, 64))
+    >>> result = train(lambda classes: zoo.build("resnet18", classes=classes, input_shape=(64, 64, 3)),
+    ...                source, config=TrainConfig(epochs=3, image_size=(64, 64)), out_dir="runs/r18")
+
+What a run leaves in `out_dir`: `model.keras` (the final model), `best.keras` (the best on the
+monitored validation metric), `backup/epoch-NNNN/` (what `resume=True` starts from),
+`history.json`, `run.json` (the configuration and the class list) and `logs/` (TensorBoard).
+
+Determinism: the data of epoch `e` is a function of `(seed, e)` alone (shuffling and
+augmentation use stateless seeds), and a backup holds the weights, the optimizer's state and
+every stateful callback's state, so a run resumed from the backup of epoch `e` sees the same
+batches from there on as an uninterrupted run and ends at the same place.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from training import data as data_lib
+from training.adversarial import AdversarialModel
+from training.callbacks import Backup, BestCheckpoint, EarlyStopping, StopOnNaN, save_model_atomically
+from training.distribute import is_chief, make_strategy
+from training.optimizers import OPTIMIZERS, SCHEDULES, WarmupSchedule, make_optimizer
+from training.regularization import BATCH_NORM_MODES, apply_weight_decay, default_weight_decay
+from training.regularization import freeze_stages, set_batch_norm
+from training.tasks import get_task
+
+MIXED_PRECISION = (None, "mixed_float16", "mixed_bfloat16")
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or Inf; the message says where and which backup is the last good one."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """How to train.
+
+    Attributes:
+      epochs, batch_size: the global batch (split across replicas under a strategy).
+      image_size: `(height, width)` the images are resized to.
+      optimizer: "sgd" (momentum `momentum`), "adam" or "adamw".
+      learning_rate, schedule, warmup_epochs: the base rate, "constant" / "step" / "poly" /
+        "cosine" (`training.optimizers.WarmupSchedule`) and a linear warm-up; "step" divides
+        by 10 at 1/2 and 3/4 of the run.
+      weight_decay: L2 on kernels; None takes the backbone's DeepLab default (1e-4 ResNet,
+        4e-5 MobileNet-v2 / Xception, 5e-4 VGG), 0 turns it off. AdamW decays decoupled.
+      batch_norm: "fine_tune" or "frozen" (statistics fixed: small batches).
+      freeze_stages: how many backbone stages, from the stem, are not trained.
+      augment: flips, scale, crop and colour jitter on the training data.
+      validation_fraction: held out of the training source when no validation source is given.
+      early_stopping_patience: epochs without improvement of the task's monitor before stopping.
+      mixed_precision: None, "mixed_float16" (loss scaling on) or "mixed_bfloat16".
+      strategy: "default", "mirrored" or "multi_worker" (`training.distribute`).
+      adversarial_epsilon, adversarial_ratio: FGSM training when epsilon > 0 (pixel units).
+      seed: every random choice of the run derives from it.
+      backup_every: back up every this many epochs (and after the last).
+    """
+
+    epochs: int = 10
+    batch_size: int = 16
+    image_size: tuple[int, int] = (224, 224)
+    optimizer: str = "sgd"
+    learning_rate: float = 0.01
+    schedule: str = "cosine"
+    warmup_epochs: float = 0.0
+    momentum: float = 0.9
+    weight_decay: float | None = None
+    batch_norm: str = "fine_tune"
+    freeze_stages: int = 0
+    augment: bool = True
+    validation_fraction: float = 0.2
+    early_stopping_patience: int | None = None
+    mixed_precision: str | None = None
+    strategy: str = "default"
+    adversarial_epsilon: float = 0.0
+    adversarial_ratio: float = 0.5
+    seed: int = 0
+    backup_every: int = 1
+
+    def __post_init__(self):
+        checks = [
+            (self.epochs >= 1, "epochs", "a positive integer"),
+            (self.batch_size >= 1, "batch_size", "a positive integer"),
+            (len(self.image_size) == 2 and min(self.image_size) >= 1, "image_size", "(height, width)"),
+            (self.optimizer in OPTIMIZERS, "optimizer", f"one of {OPTIMIZERS}"),
+            (self.learning_rate > 0, "learning_rate", "positive"),
+            (self.schedule in SCHEDULES, "schedule", f"one of {SCHEDULES}"),
+            (self.warmup_epochs >= 0, "warmup_epochs", ">= 0"),
+            (self.weight_decay is None or self.weight_decay >= 0, "weight_decay", "None or >= 0"),
+            (self.batch_norm in BATCH_NORM_MODES, "batch_norm", f"one of {BATCH_NORM_MODES}"),
+            (self.freeze_stages >= 0, "freeze_stages", ">= 0"),
+            (0 <= self.validation_fraction < 1, "validation_fraction", "in [0, 1)"),
+            (self.early_stopping_patience is None or self.early_stopping_patience >= 1,
+             "early_stopping_patience", "None or >= 1"),
+            (self.mixed_precision in MIXED_PRECISION, "mixed_precision", f"one of {MIXED_PRECISION}"),
+            (self.adversarial_epsilon >= 0, "adversarial_epsilon", ">= 0 (pixel units)"),
+            (self.backup_every >= 1, "backup_every", "a positive integer"),
+        ]
+        for ok, name, expected in checks:
+            if not ok:
+                raise ValueError(f"TrainConfig.{name} must be {expected}, got {getattr(self, name)!r}")
+
+
+@dataclasses.dataclass
+class TrainResult:
+    model: keras.Model
+    history: dict[str, list[float]]
+    out_dir: Path
+    class_names: tuple[str, ...]
+    best_epoch: int | None
+    best_value: float | None
+    monitor: str
+    initial_epoch: int
+
+
+def split_validation(source, fraction: float, seed: int):
+    """A seeded split of `source`'s examples into (train, validation) sources."""
+    count = len(source.examples)
+    held = int(round(count * fraction))
+    if fraction and (held == 0 or held == count):
+        raise ValueError(
+            f"validation_fraction {fraction} of {count} examples leaves an empty split; "
+            "give more examples or a separate validation set"
+        )
+    order = np.random.default_rng(seed).permutation(count)
+    pick = lambda indices: dataclasses.replace(source, examples=[source.examples[i] for i in sorted(indices)])  # noqa: E731
+    return pick(order[held:]), pick(order[:held])
+
+
+def _schedule(config: TrainConfig, steps_per_epoch: int) -> WarmupSchedule:
+    total = config.epochs * steps_per_epoch
+    warmup = int(round(config.warmup_epochs * steps_per_epoch))
+    options = dict(total_steps=total, warmup_steps=min(warmup, total - 1))
+    if config.schedule == "step":
+        options["boundaries"] = (total // 2, (3 * total) // 4)
+    return WarmupSchedule(config.schedule, config.learning_rate, **options)
+
+
+def _epochs_dataset(source, task, config, first_epoch, steps_per_epoch):
+    """The training batches of epochs `first_epoch ...`, each a function of (seed, epoch)."""
+    epochs = [
+        data_lib.make_dataset(
+            source, task=task.name, batch_size=config.batch_size, image_size=config.image_size,
+            training=True, seed=config.seed, epoch=epoch, augment=config.augment,
+            num_classes=len(source.class_names),
+        ).take(steps_per_epoch)
+        for epoch in range(first_epoch, config.epochs)
+    ]
+    dataset = epochs[0]
+    for more in epochs[1:]:
+        dataset = dataset.concatenate(more)
+    return dataset
+
+
+def _multi_worker_workarounds(trainee, strategy, training_data):
+    """Lets Keras 3's `fit` run under MultiWorkerMirroredStrategy (keras-team/keras#20585).
+
+    Two Keras bugs: `fit` all-reduces a whole input batch to build the model, which the
+    collective ops refuse; and it reduces each step's metrics with a cross-worker mean over
+    axis 0, which fails on the scalar metrics. So everything is built in cross-replica context
+    first, `fit` takes the strategy from the scope instead of from the model, and each step's
+    metrics are given a leading axis of 1, which the cross-worker mean then removes. The
+    gradients are all-reduced by the optimizer as usual. Returns the scope to call `fit` in.
+    """
+    with strategy.scope():
+        trainee._symbolic_build(data_batch=next(iter(training_data)))
+    trainee._distribute_strategy = None
+    for name in ("train_step", "test_step"):
+        step = getattr(type(trainee), name)
+        expanded = lambda data, step=step: {k: tf.reshape(v, [1]) for k, v in step(trainee, data).items()}  # noqa: E731
+        object.__setattr__(trainee, name, expanded)
+    return strategy.scope()
+
+
+def _say(verbose, message):
+    if verbose:
+        print(message, file=sys.stderr, flush=True)
+
+
+def train(
+    build_model: Callable[[int], keras.Model],
+    train_source,
+    validation_source=None,
+    *,
+    out_dir,
+    task: str = "classification",
+    config: TrainConfig = TrainConfig(),
+    resume: bool = False,
+    verbose: int = 1,
+) -> TrainResult:
+    """Trains `build_model(num_classes)` on `train_source` and leaves the run in `out_dir`.
+
+    Args:
+      build_model: builds the (uncompiled) model for the number of object classes.
+      train_source, validation_source: `training.data.DatasetSource`s; without a validation
+        source, `config.validation_fraction` of the training examples is held out.
+      out_dir: the run's directory (see the module docstring).
+      task: a registered `training.tasks.Task` name.
+      resume: continue from the newest backup in `out_dir/backup` (from scratch when none).
+
+    Raises:
+      FileExistsError: `out_dir` holds a backup and `resume` is False.
+      TrainingDiverged: the loss became NaN or Inf.
+    """
+    task = get_task(task)
+    chief = is_chief()
+    out_dir = Path(out_dir)
+    # Only the chief writes the run; other workers write to a scratch directory of their own
+    # (saving may involve every worker) and read the chief's backups to resume.
+    write_dir = out_dir if chief else Path(tempfile.mkdtemp(prefix="zoo-worker-"))
+    latest = Backup.latest(out_dir / "backup")
+    if latest is not None and not resume:
+        raise FileExistsError(
+            f"{out_dir} holds a backup of an earlier run ({latest.name}); pass resume=True "
+            "(`zoo train ... --resume`) to continue it, or choose another output directory"
+        )
+    if resume and latest is None:
+        _say(verbose, f"resume: no backup in {out_dir / 'backup'}, starting from the beginning")
+    if validation_source is None and config.validation_fraction:
+        train_source, validation_source = split_validation(train_source, config.validation_fraction, config.seed)
+    num_classes = len(train_source.class_names)
+    steps_per_epoch = len(train_source.examples) // config.batch_size
+    if steps_per_epoch == 0:
+        raise ValueError(
+            f"the training set has {len(train_source.examples)} examples, fewer than one batch of "
+            f"{config.batch_size}; lower batch_size or add data"
+        )
+
+    keras.utils.set_random_seed(config.seed)
+    previous_policy = keras.config.dtype_policy()
+    if config.mixed_precision:
+        keras.config.set_dtype_policy(config.mixed_precision)
+    try:
+        strategy = make_strategy(config.strategy)
+        with strategy.scope():
+            model = build_model(num_classes)
+            decay = default_weight_decay(model.name) if config.weight_decay is None else config.weight_decay
+            if config.optimizer != "adamw":
+                apply_weight_decay(model, decay)
+            set_batch_norm(model, config.batch_norm)
+            frozen = freeze_stages(model, config.freeze_stages)
+            optimizer = make_optimizer(
+                config.optimizer, _schedule(config, steps_per_epoch), momentum=config.momentum,
+                weight_decay=decay if config.optimizer == "adamw" else None,
+            )
+            trainee = model
+            if config.adversarial_epsilon:
+                trainee = AdversarialModel(model, epsilon=config.adversarial_epsilon, ratio=config.adversarial_ratio)
+            trainee.compile(
+                optimizer=optimizer,
+                loss=task.loss(model) if task.loss else None,
+                metrics=task.metrics(num_classes),
+            )
+        monitor = task.monitor if validation_source is not None else task.monitor.removeprefix("val_")
+        nan_guard = StopOnNaN()
+        stateful = [BestCheckpoint(write_dir / "best.keras", monitor, nan_guard=nan_guard, export_model=model)]
+        if config.early_stopping_patience:
+            stateful.append(EarlyStopping(monitor, config.early_stopping_patience))
+        backup = Backup(write_dir / "backup", every=config.backup_every, stateful=stateful, nan_guard=nan_guard)
+        backup.set_model(trainee)
+        initial_epoch = 0
+        if resume and latest is not None:
+            initial_epoch = backup.restore(latest)
+            _say(verbose, f"resume: restored {latest} (continuing at epoch {initial_epoch + 1} of {config.epochs})")
+        _say(verbose, f"train: {train_source.summary()}")
+        if validation_source is not None:
+            _say(verbose, f"validation: {validation_source.summary()}")
+        _say(
+            verbose,
+            f"train: {model.name}, weight decay {decay:g}, batch norm {config.batch_norm}"
+            + (f", {len(frozen)} layers frozen" if frozen else ""),
+        )
+        early = next((c for c in stateful if isinstance(c, EarlyStopping)), None)
+        already_stopped = early is not None and early.stopped_epoch is not None
+        if initial_epoch < config.epochs and not already_stopped:
+            validation = None
+            if validation_source is not None:
+                validation = data_lib.make_dataset(
+                    validation_source, task=task.name, batch_size=config.batch_size,
+                    image_size=config.image_size, training=False, seed=config.seed,
+                    num_classes=num_classes,
+                )
+            callbacks = [nan_guard, *stateful, backup, keras.callbacks.TensorBoard(str(write_dir / "logs"))]
+            training_data = _epochs_dataset(train_source, task, config, initial_epoch, steps_per_epoch)
+            scope = contextlib.nullcontext()
+            if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+                scope = _multi_worker_workarounds(trainee, strategy, training_data)
+            with scope:
+                trainee.fit(
+                    training_data,
+                    epochs=config.epochs,
+                    initial_epoch=initial_epoch,
+                    steps_per_epoch=steps_per_epoch,
+                    validation_data=validation,
+                    callbacks=callbacks,
+                    shuffle=False,  # each epoch's order is already a function of (seed, epoch)
+                    verbose=verbose,
+                )
+        if nan_guard.diverged:
+            where = nan_guard.diverged
+            good = Backup.latest(out_dir / "backup")
+            raise TrainingDiverged(
+                f"the loss became {where['loss']} at epoch {where['epoch'] + 1}, batch {where['batch'] + 1}; "
+                f"training stopped. The last good backup is {good or 'none (it diverged in the first epoch)'}; "
+                "lower the learning rate or add warm-up, then resume from it."
+            )
+        save_model_atomically(model, write_dir / "model.keras")
+        (write_dir / "history.json").write_text(json.dumps(backup.history, indent=1))
+        run = {
+            "model": model.name,
+            "task": task.name,
+            "class_names": list(train_source.class_names),
+            "class_source": train_source.class_source,
+            "config": dataclasses.asdict(config),
+        }
+        (write_dir / "run.json").write_text(json.dumps(run, indent=1))
+        best = stateful[0]
+        return TrainResult(
+            model=model, history=backup.history, out_dir=out_dir, class_names=tuple(train_source.class_names),
+            best_epoch=best.best_epoch, best_value=best.best, monitor=monitor, initial_epoch=initial_epoch,
+        )
+    finally:
+        keras.config.set_dtype_policy(previous_policy)
+        if not chief:
+            shutil.rmtree(write_dir, ignore_errors=True)
+
+
+def evaluate(model: keras.Model, source, *, task: str = "classification", batch_size: int = 16, image_size=None,
+             verbose: int = 1) -> dict[str, float]:
+    """The task's metrics of `model` on `source`, as a dict (`{"loss": ..., "top1": ...}`)."""
+    task = get_task(task)
+    if image_size is None:
+        height, width = model.inputs[0].shape[1:3]
+        if height is None or width is None:
+            raise ValueError("the model takes any image size; pass image_size=(height, width)")
+        image_size = (height, width)
+    num_classes = len(source.class_names)
+    model.compile(loss=task.loss(model) if task.loss else None, metrics=task.metrics(num_classes))
+    dataset = data_lib.make_dataset(
+        source, task=task.name, batch_size=batch_size, image_size=tuple(image_size), training=False,
+        num_classes=num_classes,
+    )
+    results = model.evaluate(dataset, return_dict=True, verbose=verbose)
+    return {name: float(value) for name, value in results.items()}

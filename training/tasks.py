@@ -1,0 +1,72 @@
+"""What each task plugs into the trainer: its loss, metrics and the metric to monitor.
+
+The detection and segmentation heads register their own `Task` next to their losses; the
+trainer (`training.fit`) knows nothing task-specific beyond this record.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import keras
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+    """A training task.
+
+    Attributes:
+      name: "classification", "detection" or "segmentation" (the `task` of `make_dataset`).
+      loss: `(model) -> keras loss`, or None when the model adds its own losses (`add_loss`).
+      metrics: `(num_classes) -> list of keras metrics`.
+      monitor: the validation metric that early stopping and the best checkpoint follow.
+      summary: the metric `zoo evaluate` reports first.
+    """
+
+    name: str
+    loss: Callable[[keras.Model], keras.losses.Loss] | None
+    metrics: Callable[[int], list]
+    monitor: str
+    summary: str
+
+
+TASKS: dict[str, Task] = {}
+
+
+def register_task(task: Task) -> Task:
+    if task.name in TASKS:
+        raise ValueError(f"task {task.name!r} is already registered")
+    TASKS[task.name] = task
+    return task
+
+
+def get_task(name: str) -> Task:
+    if name not in TASKS:
+        raise ValueError(f"task must be one of {sorted(TASKS)}, got {name!r}")
+    return TASKS[name]
+
+
+def _classification_metrics(num_classes: int) -> list:
+    metrics = [keras.metrics.SparseCategoricalAccuracy(name="top1")]
+    if num_classes > 5:
+        metrics.append(keras.metrics.SparseTopKCategoricalAccuracy(k=5, name="top5"))
+    return metrics
+
+
+def _classification_loss(model: keras.Model) -> keras.losses.Loss:
+    # A model built with classifier_activation=None returns logits.
+    activation = getattr(model.layers[-1], "activation", None)
+    from_logits = activation is not keras.activations.softmax
+    return keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits)
+
+
+register_task(
+    Task(
+        name="classification",
+        loss=_classification_loss,
+        metrics=_classification_metrics,
+        monitor="val_top1",
+        summary="top1",
+    )
+)
