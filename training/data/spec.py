@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import zlib
+
 from training.data.folder import read_folder
 from training.data.synthetic import synthetic
 from training.data.voc import read_voc_detection, read_voc_segmentation
@@ -15,7 +17,9 @@ def parse_dataset_spec(text, *, split="train", classes=None, image_size=None, se
 
     Forms:
       "synthetic", "synthetic:N": `synthetic(N)` (N = 1000 without it) of `image_size`
-        (default 64 x 64) and `seed`; `classes` picks shapes from `SHAPES`.
+        (default 64 x 64) and `seed`; `classes` picks shapes from `SHAPES`. Splits other than
+        "train" draw other images (the seed is offset by a hash of the split's name), so
+        `--split val` evaluates on images the training run never saw.
       "voc:PATH": `read_voc_detection(PATH, split, classes=classes)`, or with
         `task="segmentation"` `read_voc_segmentation(PATH, split, classes=classes)`.
       "folder:PATH": `read_folder(PATH, classes=classes)`; `split` does not apply.
@@ -44,6 +48,8 @@ def parse_dataset_spec(text, *, split="train", classes=None, image_size=None, se
                 f"dataset {text!r}: 'synthetic:N' needs a positive number of examples; accepted: {ACCEPTED}"
             )
         count = int(argument) if argument else SYNTHETIC_DEFAULT_SIZE
+        if split != "train":
+            seed = seed + zlib.crc32(split.encode()) + 1
         source = synthetic(count, image_size=image_size or (64, 64), seed=seed, shapes=classes)
     elif kind in ("voc", "folder"):
         if not argument:

@@ -76,6 +76,11 @@ def test_synthetic_specs(monkeypatch):
     assert source.class_names == SHAPES[:4] and source.class_source == "synthetic"
     fewer = parse_dataset_spec("synthetic:5", image_size=(20, 24), seed=4)
     np.testing.assert_array_equal(source.examples[3].image, fewer.examples[3].image)
+    # Another split draws other images, the same ones each time.
+    validation = parse_dataset_spec("synthetic:5", image_size=(20, 24), seed=4, split="val")
+    assert not np.array_equal(validation.examples[0].image, fewer.examples[0].image)
+    again = parse_dataset_spec("synthetic:5", image_size=(20, 24), seed=4, split="val")
+    np.testing.assert_array_equal(validation.examples[0].image, again.examples[0].image)
     picked = parse_dataset_spec("synthetic:3", classes="star,ring")
     assert picked.class_names == ("star", "ring") and picked.class_source == "--classes"
     assert spec.SYNTHETIC_DEFAULT_SIZE == 1000
