@@ -25,13 +25,32 @@ edges are Caffe's under eager execution, `tf.function` and `jit_compile=True` al
 Coordinates are clamped to +-2**20 feature cells before rounding, so that any finite box
 (1e30 included) gives integer arithmetic that cannot overflow; no image comes near that.
 
-The maximum over a bin is read from a two-dimensional sparse table: level `(i, j)` holds the
-maximum of every `2**i x 2**j` block of the map, so any bin is the maximum of four (possibly
-overlapping) table entries. The work is then proportional to the output, not to the area of
-the RoIs, it vectorises over all RoIs with one gather, and it compiles under XLA. The gradient
-goes to the arg-max cell of each bin, found by rebuilding the table with each block's arg-max
-cell beside its maximum (on ties, the earlier block; Caffe picks the first cell in row-major
-order, which is the same cell unless the tie spans two blocks).
+Each bin's maximum is read from a table of block maxima built once per call, so the work
+follows the number of bins rather than their area, one gather serves every RoI, and all of it
+compiles under XLA. Two tables:
+  - the exact-extent table: entry `(d, e)` at `(y, x)` is the maximum of the `d x e` block
+    there, for every extent that a bin of a RoI inside the image can have, at most
+    `ceil(H / ph) + 1` rows by `ceil(W / pw) + 1` columns (7 x 9 for a 38 x 50 map pooled to
+    7 x 7). One entry answers a bin.
+  - the power-of-two table: level `(i, j)` is the maximum of every `2**i x 2**j` block, and a
+    bin is the maximum of the four (overlapping) blocks at its corners. It covers any bin.
+Forward: under XLA, the power-of-two table with the levels those bins need (3 x 4 above): XLA
+fuses the four gathers and their maximum into the one pass that writes the output, and the
+table is a fifth of the exact one. Elsewhere nothing fuses, so the exact table, built a slice
+of channels at a time to stay in cache, is read with one gather per slice. A RoI reaching far
+beyond the image (larger bins), or a map whose size is only known at run time, takes the
+power-of-two table with every level, forward and backward; `tf.cond` decides per call.
+
+Gradient: each bin's upstream gradient goes to its arg-max cell, the first in row-major order
+on ties, as in Caffe and torchvision. Through the exact table, the upstream rows are summed into
+the table's gradient (a scatter of whole rows of channels, one per bin), which is then pushed
+back through the table's construction: blocks grow by one column, then by one row, keeping the
+smaller block unless the new column or row is strictly greater, so walking those steps back
+sends each entry to the cell that Caffe's scan picks. Walking from the largest blocks down hands
+each level's gradient on once, and a loop over slices of channels keeps every buffer small.
+Through the power-of-two table, each entry also records its arg-max cell (blocks are widened
+before they are heightened, so it is the first in row-major order), the four corners are
+compared by value and then by that cell, and the gradient is scattered cell by cell.
 """
 
 from __future__ import annotations
@@ -43,6 +62,9 @@ from layers import resample
 
 MAX_FEATURE_COORDINATE = 2.0**20
 METHODS = ("max", "crop_and_resize")
+# A slice of channels of the exact-extent table (and of its gradient) stays below this size,
+# so that it is built, read and reversed in cache.
+EXACT_TABLE_BYTES = 8 * 2**20
 
 
 # --------------------------------------------------------------------------- bin edges
@@ -106,7 +128,7 @@ def roi_bins(rois, *, pool_size, spatial_scale, height, width):
     return y_lower, y_upper, x_lower, x_upper
 
 
-# --------------------------------------------------------------------------- sparse table
+# --------------------------------------------------------------------------- power-of-two table
 
 
 def _levels(size):
@@ -122,15 +144,25 @@ def _level_of(extent, max_levels):
     return tf.reduce_sum(tf.cast(extent[..., None] >= powers, tf.int32), axis=-1)
 
 
+def _shift(values, offset, axis):
+    """`values[i + offset]` along `axis`; the last `offset` entries are filler no block reads."""
+    if isinstance(offset, int):
+        # Slice and pad rather than roll: XLA fuses them into the maximum that follows.
+        begin, paddings = [0] * values.shape.rank, [[0, 0]] * values.shape.rank
+        begin[axis], paddings[axis] = offset, [0, offset]
+        return tf.pad(tf.slice(values, begin, [-1] * values.shape.rank), paddings)
+    return tf.roll(values, shift=-offset, axis=axis)
+
+
 def _block_max(pair, offset, axis):
     """max(values[i], values[i + offset]) along `axis`, and the arg-max cell of each block
-    (the earlier block on ties, as Caffe's row-major scan); wrapped positions are never read."""
+    (the earlier block on ties, as Caffe's scan keeps its first maximum)."""
     values, indices = pair
-    shifted = tf.roll(values, shift=-offset, axis=axis)
+    shifted = _shift(values, offset, axis)
     if indices is None:
         return tf.maximum(values, shifted), None
     later = shifted > values
-    return tf.where(later, shifted, values), tf.where(later, tf.roll(indices, shift=-offset, axis=axis), indices)
+    return tf.where(later, shifted, values), tf.where(later, _shift(indices, offset, axis), indices)
 
 
 def sparse_table(features, levels_y, levels_x, *, with_indices=False):
@@ -138,7 +170,9 @@ def sparse_table(features, levels_y, levels_x, *, with_indices=False):
     of `features[b, y : y + 2**i, x : x + 2**j]` (valid where the block fits in the map).
 
     With `with_indices`, also the table of the flat cell index `(b * H + y) * W + x` where each
-    block's maximum lies, for the gradient. Returns `(values, indices or None)`.
+    block's maximum lies, for the gradient. Blocks are widened before they are heightened, so
+    that on ties the recorded cell is the first in row-major order, Caffe's. Returns
+    `(values, indices or None)`.
     """
     indices = None
     if with_indices:
@@ -146,15 +180,15 @@ def sparse_table(features, levels_y, levels_x, *, with_indices=False):
         cells = tf.reshape(tf.range(shape[0] * shape[1] * shape[2]), [shape[0], shape[1], shape[2], 1])
         indices = tf.broadcast_to(cells, shape)
     if isinstance(levels_y, int) and isinstance(levels_x, int):
-        table, rows = [], (features, indices)
-        for i in range(levels_y):
-            if i:
-                rows = _block_max(rows, 2 ** (i - 1), axis=1)
-            block = rows
-            for j in range(levels_x):
-                if j:
-                    block = _block_max(block, 2 ** (j - 1), axis=2)
-                table.append(block)
+        table, columns = [None] * (levels_y * levels_x), (features, indices)
+        for j in range(levels_x):
+            if j:
+                columns = _block_max(columns, 2 ** (j - 1), axis=2)
+            block = columns
+            for i in range(levels_y):
+                if i:
+                    block = _block_max(block, 2 ** (i - 1), axis=1)
+                table[i * levels_x + j] = block
         values = tf.stack([entry[0] for entry in table])
         return values, (tf.stack([entry[1] for entry in table]) if with_indices else None)
 
@@ -168,29 +202,216 @@ def sparse_table(features, levels_y, levels_x, *, with_indices=False):
         values, indices = _block_max((pair[0], pair[1] if with_indices else None), offset, axis)
         return values, (indices if with_indices else no_index)
 
-    def row_level(i, rows, values_out, indices_out):
-        rows = tf.cond(i > 0, lambda: shift(rows, tf.bitwise.left_shift(1, i - 1), 1), lambda: rows)
+    def column_level(j, columns, values_out, indices_out):
+        columns = tf.cond(j > 0, lambda: shift(columns, tf.bitwise.left_shift(1, j - 1), 2), lambda: columns)
 
-        def column_level(j, block, values_out, indices_out):
-            block = tf.cond(j > 0, lambda: shift(block, tf.bitwise.left_shift(1, j - 1), 2), lambda: block)
+        def row_level(i, block, values_out, indices_out):
+            block = tf.cond(i > 0, lambda: shift(block, tf.bitwise.left_shift(1, i - 1), 1), lambda: block)
             values_out = values_out.write(i * levels_x + j, block[0])
             if with_indices:
                 indices_out = indices_out.write(i * levels_x + j, block[1])
-            return j + 1, block, values_out, indices_out
+            return i + 1, block, values_out, indices_out
 
         _, _, values_out, indices_out = tf.while_loop(
-            lambda j, *_: j < levels_x, column_level, (0, rows, values_out, indices_out)
+            lambda i, *_: i < levels_y, row_level, (0, columns, values_out, indices_out)
         )
-        return i + 1, rows, values_out, indices_out
+        return j + 1, columns, values_out, indices_out
 
     start = (features, indices if with_indices else no_index)
     _, _, value_array, index_array = tf.while_loop(
-        lambda i, *_: i < levels_y, row_level, (0, start, value_array, index_array)
+        lambda j, *_: j < levels_x, column_level, (0, start, value_array, index_array)
     )
     return value_array.stack(), (index_array.stack() if with_indices else None)
 
 
+def _sparse_corners(bins, batch, height, width, levels_y, levels_x):
+    """`[B, N, ph, pw, 4]` flat rows of the power-of-two table: the blocks at a bin's start and
+    the blocks ending at its end, which together cover the bin exactly (they may overlap)."""
+    y_lower, y_upper, x_lower, x_upper = bins
+    level_y = _level_of(tf.maximum(y_upper - y_lower, 1), levels_y if isinstance(levels_y, int) else 31)
+    level_x = _level_of(tf.maximum(x_upper - x_lower, 1), levels_x if isinstance(levels_x, int) else 31)
+    rows = tf.stack([y_lower, tf.maximum(y_upper - tf.bitwise.left_shift(1, level_y), y_lower)], -1)
+    cols = tf.stack([x_lower, tf.maximum(x_upper - tf.bitwise.left_shift(1, level_x), x_lower)], -1)
+    rows = tf.minimum(rows, height - 1)
+    cols = tf.minimum(cols, width - 1)
+    image = tf.range(batch)[:, None, None, None, None, None]
+    level = level_y[:, :, :, None, None, None] * levels_x + level_x[:, :, None, :, None, None]
+    flat = ((level * batch + image) * height + rows[:, :, :, None, :, None]) * width + cols[:, :, None, :, None, :]
+    return tf.reshape(flat, tf.concat([tf.shape(flat)[:4], [4]], 0))
+
+
+def _pool_sparse(features, corners, empty, levels_y, levels_x, channels):
+    """`[B, N, ph, pw, C]`: each bin the maximum of its four power-of-two blocks."""
+    table, _ = sparse_table(features, levels_y, levels_x)
+    gathered = tf.gather(tf.reshape(table, [-1, channels]), corners)  # [B, N, ph, pw, 4, C]
+    return tf.where(empty[..., None], tf.zeros([], features.dtype), tf.reduce_max(gathered, axis=4))
+
+
+def _gradient_sparse(features, upstream, corners, empty, levels_y, levels_x, channels):
+    """Routes `upstream` to each bin's arg-max cell through the power-of-two table, cell by cell."""
+    table, cells = sparse_table(features, levels_y, levels_x, with_indices=True)
+    values = tf.gather(tf.reshape(table, [-1, channels]), corners)
+    where = tf.gather(tf.reshape(cells, [-1, channels]), corners)
+    best_value, best_cell = values[:, :, :, :, 0], where[:, :, :, :, 0]
+    for corner in range(1, 4):
+        value, cell = values[:, :, :, :, corner], where[:, :, :, :, corner]
+        # Caffe's arg-max is the first maximal cell in row-major order; the blocks overlap, so
+        # on a tie the earlier cell wins whichever block holds it.
+        better = (value > best_value) | ((value == best_value) & (cell < best_cell))
+        best_value = tf.where(better, value, best_value)
+        best_cell = tf.where(better, cell, best_cell)
+    upstream = tf.where(empty[..., None], tf.zeros([], upstream.dtype), upstream)
+    segment = best_cell * channels + tf.range(channels)
+    shape = tf.shape(features)
+    grad = tf.math.unsorted_segment_sum(
+        tf.reshape(tf.cast(upstream, tf.float32), [-1]), tf.reshape(segment, [-1]), tf.reduce_prod(shape)
+    )
+    return tf.cast(tf.reshape(grad, shape), features.dtype)
+
+
+# --------------------------------------------------------------------------- exact-extent table
+
+
+def _exact_extents(height, width, pool_size):
+    """`(extent_y, extent_x)`: the largest bin of a RoI that lies inside the map, `ceil(size /
+    pool) + 1` cells (bins overlap by a cell), or None when the map's size is not static."""
+    if not isinstance(height, int) or not isinstance(width, int):
+        return None
+    return min(height, -(-height // pool_size[0]) + 1), min(width, -(-width // pool_size[1]) + 1)
+
+
+def _channel_slice(channels, levels, height, width):
+    """Channels per slice of the exact table: the largest divisor of `channels` whose table for
+    one image fits in EXACT_TABLE_BYTES, or None when one channel does not."""
+    per_channel = levels * height * width * 4
+    if not isinstance(channels, int) or per_channel > EXACT_TABLE_BYTES:
+        return None
+    size = min(channels, EXACT_TABLE_BYTES // per_channel)
+    while channels % size:
+        size -= 1
+    return size
+
+
+def _exact_table(features, extent_y, extent_x):
+    """Maxima of every block of up to `extent_y x extent_x` cells of `features` `[B, H, W, K]`.
+
+    Returns `(runs, levels)`: `runs` `[extent_x, B, H + extent_y - 1, W, K]`, entry `e` the max
+    of the `e + 1` cells of a row starting at each cell (the rows past H are padding that the
+    next step reads); `levels`, `extent_y` tensors `[extent_x, B, H, W, K]`, level `d` entry
+    `e` the max of the `(d + 1) x (e + 1)` block at each cell. Blocks that cross the map's end
+    read zero padding, and no bin reads those.
+    """
+    height, width = features.shape[1], features.shape[2]
+    padded = tf.pad(features, [[0, 0], [0, extent_y - 1], [0, extent_x - 1], [0, 0]])
+    # One column, then one row, at a time: `_exact_table_gradient` retraces these steps.
+    runs = [padded[:, :, :width]]
+    for e in range(1, extent_x):
+        runs.append(tf.maximum(runs[-1], padded[:, :, e : e + width]))
+    runs = tf.stack(runs)
+    levels = [runs[:, :, :height]]
+    for d in range(1, extent_y):
+        levels.append(tf.maximum(levels[-1], runs[:, :, d : d + height]))
+    return runs, levels
+
+
+def _exact_table_gradient(features, runs, levels, grad_levels):
+    """Sends the gradient of every exact-table entry to the cell its maximum came from.
+
+    Args: `features` and `(runs, levels)` as in `_exact_table`; `grad_levels` float32
+    `[extent_y, extent_x, B, H, W, K]`. Returns float32 `[B, H, W, K]`.
+    """
+    extent_y, extent_x = len(levels), runs.shape[0]
+    height, width = features.shape[1], features.shape[2]
+    # Block d + 1 rows tall is block d tall extended by row d. Where that row is strictly
+    # greater its gradient moves to the row, otherwise it stays with the shorter block: so the
+    # first maximal row wins, and within it (by the same walk along the row) the first maximal
+    # column, Caffe's row-major arg-max. Walking down from the tallest level hands each level's
+    # share on once instead of retracing every block.
+    moved, carried = [], grad_levels[extent_y - 1]
+    for d in range(extent_y - 1, 0, -1):
+        later = runs[:, :, d : d + height] > levels[d - 1]
+        moved.append(tf.pad(tf.where(later, carried, 0.0), [[0, 0], [0, 0], [d, extent_y - 1 - d], [0, 0], [0, 0]]))
+        carried = grad_levels[d - 1] + tf.where(later, 0.0, carried)
+    moved.append(tf.pad(carried, [[0, 0], [0, 0], [0, extent_y - 1], [0, 0], [0, 0]]))
+    grad_runs = tf.add_n(moved)[:, :, :height]
+
+    padded = tf.pad(features, [[0, 0], [0, 0], [0, extent_x - 1], [0, 0]])
+    moved, carried = [], grad_runs[extent_x - 1]
+    for e in range(extent_x - 1, 0, -1):
+        later = padded[:, :, e : e + width] > runs[e - 1, :, :height]
+        moved.append(tf.pad(tf.where(later, carried, 0.0), [[0, 0], [0, 0], [e, extent_x - 1 - e], [0, 0]]))
+        carried = grad_runs[e - 1] + tf.where(later, 0.0, carried)
+    moved.append(tf.pad(carried, [[0, 0], [0, 0], [0, extent_x - 1], [0, 0]]))
+    return tf.add_n(moved)[:, :, :width]
+
+
+def _exact_rows(bins, batch, height, width, extent_y, extent_x):
+    """`[B, N, ph, pw]`: each bin's row in the flattened exact table, -1 for an empty bin."""
+    y_lower, y_upper, x_lower, x_upper = bins
+    level = (tf.maximum(y_upper - y_lower, 1) - 1)[:, :, :, None] * extent_x + (
+        tf.maximum(x_upper - x_lower, 1) - 1
+    )[:, :, None, :]
+    image = tf.range(batch)[:, None, None, None]
+    cell = (image * height + tf.minimum(y_lower, height - 1)[:, :, :, None]) * width + tf.minimum(
+        x_lower, width - 1
+    )[:, :, None, :]
+    empty = (y_upper <= y_lower)[:, :, :, None] | (x_upper <= x_lower)[:, :, None, :]
+    return tf.where(empty, -1, level * (batch * height * width) + cell)
+
+
+def _pool_exact(features, rows, extent_y, extent_x, channel_slice):
+    """`[B * N * ph * pw, C]`: one gather per slice of channels from that slice's exact table."""
+    shape = tf.shape(features)
+    table_rows = extent_y * extent_x * shape[0] * shape[1] * shape[2]
+    rows = tf.reshape(rows, [-1])
+    rows = tf.where(rows < 0, table_rows, rows)  # empty bins read an appended row of zeros
+    outputs, zeros = [], tf.zeros([1, channel_slice], features.dtype)
+    for start in range(0, features.shape[3], channel_slice):
+        _, levels = _exact_table(features[..., start : start + channel_slice], extent_y, extent_x)
+        table = tf.concat([tf.reshape(level, [-1, channel_slice]) for level in levels] + [zeros], 0)
+        outputs.append(tf.gather(table, rows))
+    return tf.concat(outputs, -1) if len(outputs) > 1 else outputs[0]
+
+
+def _gradient_exact(features, upstream, rows, extent_y, extent_x, channel_slice):
+    """The gradient through the exact table: a row-wise scatter of `upstream` into the table's
+    gradient, then `_exact_table_gradient`, one slice of channels per loop step so that every
+    buffer stays small (the loop keeps XLA from holding all slices at once)."""
+    _, height, width, channels = features.shape
+    batch = tf.shape(features)[0]
+    table_rows = extent_y * extent_x * batch * height * width
+    rows = tf.reshape(rows, [-1])  # empty bins are -1, which the segment sum drops
+    slices = channels // channel_slice
+    # A gather of one slice, not tf.slice: under XLA a slice at a loop-dependent offset pads
+    # its whole input first, a copy twice the size of the upstream gradient in every dimension.
+    upstream = tf.reshape(tf.cast(upstream, tf.float32), [-1, slices, channel_slice])
+    features_by_slice = tf.reshape(features, [-1, height, width, slices, channel_slice])
+
+    def step(index, grads):
+        chunk = tf.gather(features_by_slice, index, axis=3)
+        runs, levels = _exact_table(chunk, extent_y, extent_x)
+        grad_table = tf.math.unsorted_segment_sum(tf.gather(upstream, index, axis=1), rows, table_rows)
+        grad_levels = tf.reshape(grad_table, [extent_y, extent_x, batch, height, width, channel_slice])
+        return index + 1, grads.write(index, _exact_table_gradient(chunk, runs, levels, grad_levels))
+
+    grads = tf.TensorArray(tf.float32, size=slices, element_shape=[None, height, width, channel_slice])
+    _, grads = tf.while_loop(lambda index, _: index < slices, step, (0, grads), parallel_iterations=2)
+    grad = tf.transpose(grads.stack(), [1, 2, 3, 0, 4])
+    return tf.cast(tf.reshape(grad, [batch, height, width, channels]), features.dtype)
+
+
 # --------------------------------------------------------------------------- pooling
+
+
+def _in_xla_context():
+    """Whether the ops being built will be compiled by XLA (`jit_compile=True`)."""
+    # TensorFlow's own gradients branch on this private helper (ops/array_grad.py). Without
+    # it, the graph formulation runs under XLA too, only more slowly.
+    try:
+        from tensorflow.python.ops import control_flow_util
+    except ImportError:  # pragma: no cover
+        return False
+    return control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph())
 
 
 def _check_inputs(features, rois):
@@ -225,7 +446,8 @@ def roi_pool_max(features, rois, *, pool_size=(7, 7), spatial_scale=1.0 / 16):
       spatial_scale: feature cells per image pixel.
 
     Returns:
-      `[B, N, ph, pw, C]` in the features' dtype.
+      `[B, N, ph, pw, C]` in the features' dtype. Its gradient goes to each bin's arg-max
+      cell, the first in row-major order on ties (Caffe's and torchvision's choice).
     """
     features, rois = tf.convert_to_tensor(features), tf.convert_to_tensor(rois)
     rois = _check_inputs(features, rois)
@@ -237,58 +459,59 @@ def roi_pool_max(features, rois, *, pool_size=(7, 7), spatial_scale=1.0 / 16):
     width = static[2] if static[2] is not None else dynamic[2]
     channels = static[3] if static[3] is not None else dynamic[3]
     num_rois = tf.shape(rois)[1]
+    output_shape = [batch, num_rois, pool_h, pool_w, channels]
 
-    y_lower, y_upper, x_lower, x_upper = roi_bins(
-        rois, pool_size=pool_size, spatial_scale=spatial_scale, height=height, width=width
-    )
-    levels_y, levels_x = _levels(height), _levels(width)
-    extent_y = tf.maximum(y_upper - y_lower, 1)
-    extent_x = tf.maximum(x_upper - x_lower, 1)
-    level_y = _level_of(extent_y, levels_y if isinstance(levels_y, int) else 31)
-    level_x = _level_of(extent_x, levels_x if isinstance(levels_x, int) else 31)
-    # Two row starts and two column starts per bin: the blocks at the bin's start and the
-    # blocks ending at its end cover the bin exactly (they may overlap).
-    rows = tf.stack([y_lower, tf.maximum(y_upper - tf.bitwise.left_shift(1, level_y), y_lower)], -1)
-    cols = tf.stack([x_lower, tf.maximum(x_upper - tf.bitwise.left_shift(1, level_x), x_lower)], -1)
-    rows = tf.minimum(rows, height - 1)
-    cols = tf.minimum(cols, width - 1)
-
-    image = tf.range(batch)[:, None, None, None, None, None]
-    level = level_y[:, :, :, None, None, None] * levels_x + level_x[:, :, None, :, None, None]
-    flat = tf.reshape(
-        ((level * batch + image) * height + rows[:, :, :, None, :, None]) * width
-        + cols[:, :, None, :, None, :],
-        [-1],
-    )  # [B * N * ph * pw * 4]: the four blocks of every bin
+    bins = roi_bins(rois, pool_size=pool_size, spatial_scale=spatial_scale, height=height, width=width)
+    y_lower, y_upper, x_lower, x_upper = bins
     empty = (y_upper <= y_lower)[:, :, :, None] | (x_upper <= x_lower)[:, :, None, :]
-    output_shape = [batch, num_rois, pool_h, pool_w, 4, channels]
+    levels = (_levels(height), _levels(width))
+    corners = _sparse_corners(bins, batch, height, width, *levels)
+
+    def pool_sparse(features):
+        return _pool_sparse(features, corners, empty, *levels, channels)
+
+    def gradient_sparse(features, upstream):
+        return _gradient_sparse(features, upstream, corners, empty, *levels, channels)
+
+    extents = _exact_extents(height, width, pool_size)
+    channel_slice = extents and _channel_slice(channels, extents[0] * extents[1], height, width)
+    if not channel_slice:  # the map's size is not static, or the exact table would be too large
+        @tf.custom_gradient
+        def pool(features):
+            return pool_sparse(features), lambda upstream: gradient_sparse(features, upstream)
+
+        return pool(features)
+
+    # Bins larger than the exact table's (a RoI reaching far beyond the image) take the
+    # power-of-two table with every level; tf.cond compiles both under XLA and runs one.
+    extent_y, extent_x = extents
+    fits = tf.reduce_all(y_upper - y_lower <= extent_y) & tf.reduce_all(x_upper - x_lower <= extent_x)
+    rows = _exact_rows(bins, batch, height, width, extent_y, extent_x)
+    if _in_xla_context():
+        # XLA fuses the four gathers and their maximum into the one pass that writes the output,
+        # and the table with the levels these bins need is a fraction of the exact table.
+        fast_levels = (_levels(extent_y), _levels(extent_x))
+        fast_corners = _sparse_corners(bins, batch, height, width, *fast_levels)
+
+        def pool_fast(features):
+            return _pool_sparse(features, fast_corners, empty, *fast_levels, channels)
+
+    else:
+        # Without fusion every intermediate is written out: one gather per slice of channels
+        # from a table that fits in cache writes the output once.
+        def pool_fast(features):
+            return tf.reshape(_pool_exact(features, rows, extent_y, extent_x, channel_slice), output_shape)
 
     @tf.custom_gradient
     def pool(features):
-        table, _ = sparse_table(features, levels_y, levels_x)
-        gathered = tf.reshape(tf.gather(tf.reshape(table, [-1, channels]), flat), output_shape)
-        pooled = tf.where(empty[..., None], tf.zeros([], features.dtype), tf.reduce_max(gathered, axis=4))
+        pooled = tf.cond(fits, lambda: pool_fast(features), lambda: pool_sparse(features))
 
         def gradient(upstream):
-            # Autodiff through the gather would build a [bins * 4, C] slice per block; instead
-            # rebuild the table with arg-max cells and scatter each bin's gradient to its cell.
-            # The four blocks' values are gathered again rather than kept from the forward
-            # pass: keeping them would hold four outputs' worth of memory until backward.
-            table, cells = sparse_table(features, levels_y, levels_x, with_indices=True)
-            values = tf.reshape(tf.gather(tf.reshape(table, [-1, channels]), flat), output_shape)
-            where = tf.reshape(tf.gather(tf.reshape(cells, [-1, channels]), flat), output_shape)
-            best_value, best_cell = values[:, :, :, :, 0], where[:, :, :, :, 0]
-            for corner in range(1, 4):
-                better = values[:, :, :, :, corner] > best_value
-                best_value = tf.where(better, values[:, :, :, :, corner], best_value)
-                best_cell = tf.where(better, where[:, :, :, :, corner], best_cell)
-            upstream = tf.where(empty[..., None], tf.zeros([], upstream.dtype), upstream)
-            segment = best_cell * channels + tf.range(channels)
-            total = batch * height * width * channels
-            grad = tf.math.unsorted_segment_sum(
-                tf.reshape(tf.cast(upstream, tf.float32), [-1]), tf.reshape(segment, [-1]), total
+            return tf.cond(
+                fits,
+                lambda: _gradient_exact(features, upstream, rows, extent_y, extent_x, channel_slice),
+                lambda: gradient_sparse(features, upstream),
             )
-            return tf.cast(tf.reshape(grad, tf.shape(features)), features.dtype)
 
         return pooled, gradient
 

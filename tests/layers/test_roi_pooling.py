@@ -1,7 +1,9 @@
 """RoIPooling against an independent NumPy implementation of Caffe's roi_pooling_layer.
 
 The reference below is a direct transcription of the Caffe kernel's loops in float32 NumPy
-(per RoI, per bin, per cell), sharing nothing with the vectorised sparse-table implementation.
+(per RoI, per bin, per cell), sharing nothing with the vectorised table implementations.
+RoIs inside the image take the exact-extent table, RoIs reaching far beyond it the
+power-of-two table; the tests cover both, in every execution mode.
 """
 
 import math
@@ -14,8 +16,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from layers import RoIPooling
-from layers.roi_pooling import MAX_FEATURE_COORDINATE, roi_crop_and_resize, roi_pool_max
+from layers import RoIPooling, roi_pooling
+from layers.roi_pooling import MAX_FEATURE_COORDINATE, roi_bins, roi_crop_and_resize, roi_pool_max
 
 
 def c_round(value):
@@ -172,6 +174,80 @@ def test_gradient_routes_to_the_argmax_cell(case, rng):
         return tape.gradient(loss, f)
 
     np.testing.assert_allclose(np.asarray(dynamic_gradient(tf.constant(features), rois)), expected, atol=1e-5)
+
+
+def inside_rois(rng, height, width, stride, count):
+    """Boxes inside the image (clipped, as proposals are): every bin fits the exact table."""
+    boxes = awkward_rois(rng, height, width, stride, count)[:-3]  # drop those reaching far out
+    limit = np.array([height, width, height, width], np.float32) * stride - 1
+    return np.clip(boxes, 0, limit).astype(np.float32)
+
+
+def pool_and_gradient(mode, dtype, pool_size, scale, upstream):
+    def run(features, rois):
+        with tf.GradientTape() as tape:
+            tape.watch(features)
+            out = roi_pool_max(features, rois, pool_size=pool_size, spatial_scale=scale)
+        return out, tape.gradient(out, features, output_gradients=tf.cast(upstream, dtype))
+
+    if mode == "eager":
+        return run
+    if mode == "dynamic":
+        signature = [tf.TensorSpec([None, None, None, upstream.shape[-1]], dtype), tf.TensorSpec([None, None, 4])]
+        return tf.function(run, input_signature=signature)
+    return tf.function(run, jit_compile=mode == "xla")
+
+
+def test_rois_inside_the_image_fit_the_exact_table(rng):
+    height, width, stride = 38, 50, 16
+    rois = inside_rois(rng, height, width, stride, 500)[None]
+    for pool_size in [(7, 7), (2, 3), (1, 1), (14, 14)]:
+        y_lower, y_upper, x_lower, x_upper = roi_bins(
+            rois, pool_size=pool_size, spatial_scale=1 / stride, height=height, width=width
+        )
+        extent_y, extent_x = roi_pooling._exact_extents(height, width, pool_size)
+        assert np.max(y_upper - y_lower) <= extent_y and np.max(x_upper - x_lower) <= extent_x
+
+
+@pytest.mark.parametrize("mode", ["eager", "graph", "xla", "dynamic"])
+@pytest.mark.parametrize("inside", [True, False], ids=["exact table", "power-of-two table"])
+def test_gradient_ties_go_to_the_first_cell_in_row_major_order(rng, mode, inside):
+    # Small integers tie often, within a bin and across the blocks the tables split it into;
+    # integer upstream values keep every sum exact, so the comparison is exact too.
+    height, width, channels, stride = 9, 11, 3, 8
+    features = rng.integers(-2, 3, size=(2, height, width, channels)).astype(np.float32)
+    make = inside_rois if inside else awkward_rois
+    rois = np.stack([make(rng, height, width, stride, 30) for _ in range(2)])
+    # XLA compiles each case for seconds: fewer of them there.
+    pool_sizes = [(7, 7)] if mode == "xla" else [(7, 7), (3, 2)]
+    dtypes = ("float32", "bfloat16") if mode == "xla" else ("float32", "bfloat16", "float16")
+    for pool_size in pool_sizes:
+        expected, argmax = reference_roi_pool(features, rois, pool_size, 1 / stride)
+        upstream = rng.integers(-3, 4, size=argmax.shape[:-1]).astype(np.float32)
+        expected_gradient = reference_gradient(features.shape, argmax, upstream)
+        for dtype in dtypes:
+            run = pool_and_gradient(mode, dtype, pool_size, 1 / stride, upstream)
+            out, gradient = run(tf.cast(features, dtype), tf.constant(rois))
+            assert out.dtype == dtype and gradient.dtype == dtype
+            np.testing.assert_array_equal(np.asarray(tf.cast(out, tf.float32)), expected)
+            np.testing.assert_array_equal(np.asarray(tf.cast(gradient, tf.float32)), expected_gradient)
+
+
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_exact_table_in_several_channel_slices(rng, monkeypatch, jit_compile):
+    height, width, channels, stride = 9, 11, 12, 8
+    extent_y, extent_x = roi_pooling._exact_extents(height, width, (7, 7))
+    # Room for 4 channels per slice: 3 slices, each through the loop of the gradient.
+    monkeypatch.setattr(roi_pooling, "EXACT_TABLE_BYTES", 4 * extent_y * extent_x * height * width * 4)
+    assert roi_pooling._channel_slice(channels, extent_y * extent_x, height, width) == 4
+    features = rng.normal(size=(2, height, width, channels)).astype(np.float32)
+    rois = np.stack([inside_rois(rng, height, width, stride, 30) for _ in range(2)])
+    expected, argmax = reference_roi_pool(features, rois, (7, 7), 1 / stride)
+    upstream = rng.normal(size=argmax.shape[:-1]).astype(np.float32)
+    run = pool_and_gradient("xla" if jit_compile else "graph", "float32", (7, 7), 1 / stride, upstream)
+    out, gradient = run(tf.constant(features), tf.constant(rois))
+    np.testing.assert_array_equal(np.asarray(out), expected)
+    np.testing.assert_allclose(np.asarray(gradient), reference_gradient(features.shape, argmax, upstream), atol=1e-5)
 
 
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
