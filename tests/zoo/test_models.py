@@ -13,6 +13,7 @@ from tests.helpers import random_pixels
 
 SMALL = {
     "classification": dict(input_shape=(64, 64, 3), classes=5, classifier_activation="softmax"),
+    "detection": dict(num_classes=4, max_detections=7),
 }
 
 
@@ -21,23 +22,42 @@ def small_model(name):
     return zoo.build(name, **SMALL[task])
 
 
+def small_inputs(name, rng):
+    pixels = random_pixels(rng, (2, 64, 64, 3))
+    if zoo.describe(name).task == "detection":
+        rois = np.array([[[0, 0, 40, 40], [10, 20, 60, 64], [0, 0, 0, 0]]] * 2, "float32")
+        return {"images": pixels, "rois": rois}
+    return pixels
+
+
+def probabilities(name, outputs):
+    """The model's class probabilities, checked for shape; detections checked on the side."""
+    if zoo.describe(name).task == "detection":
+        assert outputs["boxes"].shape == (2, 7, 4) and outputs["num_detections"].shape == (2,)
+        probs = np.asarray(outputs["class_probs"])
+        assert probs.shape == (2, 3, 5)
+        return probs
+    probs = np.asarray(outputs)
+    assert probs.shape == (2, 5)
+    return probs
+
+
 @pytest.mark.parametrize("name", zoo.list_models())
 def test_builds_runs_and_round_trips(name, rng, tmp_path):
     model = small_model(name)
-    pixels = random_pixels(rng, (2, 64, 64, 3))
-    outputs = np.asarray(model(pixels, training=False))
-    assert outputs.shape == (2, 5)
+    inputs = small_inputs(name, rng)
+    outputs = probabilities(name, model(inputs, training=False))
     assert np.all(np.isfinite(outputs))
     np.testing.assert_allclose(outputs.sum(axis=-1), 1.0, atol=1e-5)
 
     rebuilt = keras.Model.from_config(model.get_config())
     rebuilt.set_weights(model.get_weights())
-    np.testing.assert_allclose(np.asarray(rebuilt(pixels, training=False)), outputs, atol=1e-6)
+    np.testing.assert_allclose(probabilities(name, rebuilt(inputs, training=False)), outputs, atol=1e-6)
 
     path = tmp_path / f"{name}.keras"
     model.save(path)
     loaded = keras.saving.load_model(path, safe_mode=True)
-    np.testing.assert_allclose(np.asarray(loaded(pixels, training=False)), outputs, atol=1e-6)
+    np.testing.assert_allclose(probabilities(name, loaded(inputs, training=False)), outputs, atol=1e-6)
     assert not any(isinstance(layer, keras.layers.Lambda) for layer in model.layers)
 
 

@@ -199,14 +199,20 @@ def stage(x, filters, depth, config, *, stride, dilation, name):
     return x
 
 
-def resnet_features(config: ResNetConfig, images) -> dict:
-    """The feature contract of a ResNet: `C1` ... `C5` from raw-pixel `images`."""
+def resnet_features(config: ResNetConfig, images, *, last_level: int = 5) -> dict:
+    """The feature contract of a ResNet: `C1` ... `C{last_level}` from raw-pixel `images`.
+
+    `last_level=4` builds the trunk up to conv4 only, for heads that run conv5 themselves
+    (Fast R-CNN's R50-C4 runs it on each pooled RoI).
+    """
     x = normalise(images, config.preprocessing)
     stem_fn = beta_stem if config.stem == "beta" else standard_stem
     stem, x = stem_fn(x, config)
     features = {"C1": feature_map(stem, 2)}
     current_stride, dilation = 4, 1
     for index, (filters, depth) in enumerate(zip(STAGE_FILTERS, config.depths)):
+        if index + 2 > last_level:
+            break
         stride = 1 if index == 0 else 2
         if stride > 1 and current_stride >= config.output_stride:
             dilation, stride = dilation * stride, 1
