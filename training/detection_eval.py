@@ -240,8 +240,8 @@ def voc_ap(recall, precision, *, use_07_metric=False):
     return float(np.sum((points[steps + 1] - points[steps]) * envelope[steps + 1]))
 
 
-def _match_image(boxes, scores, truth_boxes, truth_difficult, taken, iou_threshold):
-    """VOC matching of one image's detections of one class; `taken` is updated in place.
+def _match_image(boxes, scores, truth_boxes, truth_difficult, iou_threshold):
+    """VOC matching of one image's detections of one class.
 
     Returns `[n]` int8 outcomes in the given order: 1 true positive, 0 false positive, -1
     ignored (matched to a difficult box). Matching within an image depends only on the order
@@ -251,6 +251,7 @@ def _match_image(boxes, scores, truth_boxes, truth_difficult, taken, iou_thresho
     if len(truth_boxes) == 0 or len(boxes) == 0:
         return outcome
     overlaps = iou_matrix(boxes, truth_boxes)
+    taken = np.zeros(len(truth_boxes), bool)
     for index in np.argsort(-scores, kind="stable"):
         best = int(np.argmax(overlaps[index]))
         if overlaps[index, best] < iou_threshold:
@@ -280,9 +281,8 @@ def _class_curves(detections, ground_truths, num_classes, iou_threshold):
                 continue
             mine = det_classes == class_id
             truth = truth_classes == class_id
-            taken = np.zeros(int(truth.sum()), bool)
             outcomes[class_id].append(
-                _match_image(boxes[mine], det_scores[mine], truth_boxes[truth], difficult[truth], taken, iou_threshold)
+                _match_image(boxes[mine], det_scores[mine], truth_boxes[truth], difficult[truth], iou_threshold)
             )
             scores[class_id].append(det_scores[mine])
     curves = []
