@@ -148,9 +148,12 @@ def selective_search(image, *, mode="fast", max_boxes=2000, min_size=DEFAULT_MIN
     side are dropped (py-faster-rcnn's `filter_small_boxes`), duplicates keep their first,
     best-ranked occurrence, and the first `max_boxes` remain, in OpenCV's ranking order.
 
-    OpenCV ranks regions by hierarchy level times a random number drawn with C's `rand()`, so
-    the order (and which boxes survive `max_boxes`) changes from call to call unless `seed` is
-    given, which re-seeds libc's `srand` just before the search: a process-wide state, shared
+    OpenCV ranks regions by hierarchy level times a random number drawn with C's `rand()`,
+    ascending. Its level counts up from the initial segments (1) to the whole image, the
+    reverse of the paper's, which counts down from the whole image: so OpenCV puts small regions
+    first and the paper large ones (OpenCV's source says so), and a `max_boxes` cut tends to
+    drop large boxes. The order (and which boxes survive `max_boxes`) changes from call to call
+    unless `seed` is given, which re-seeds libc's `srand` just before the search: a process-wide state, shared
     with any other C code that calls `rand()`. The set of boxes before `max_boxes` does not
     depend on the seed. OpenCV's own parallel parts use `cv2.setNumThreads`; nothing here
     changes it.
