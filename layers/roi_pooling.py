@@ -64,7 +64,7 @@ MAX_FEATURE_COORDINATE = 2.0**20
 METHODS = ("max", "crop_and_resize")
 # A slice of channels of the exact-extent table (and of its gradient) stays below this size,
 # so that it is built, read and reversed in cache.
-EXACT_TABLE_BYTES = 8 * 2**20
+EXACT_TABLE_BYTES = 16 * 2**20
 
 
 # --------------------------------------------------------------------------- bin edges
@@ -373,14 +373,20 @@ def _pool_exact(features, rows, extent_y, extent_x, channel_slice):
     return tf.concat(outputs, -1) if len(outputs) > 1 else outputs[0]
 
 
-def _gradient_exact(features, upstream, rows, extent_y, extent_x, channel_slice):
-    """The gradient through the exact table: a row-wise scatter of `upstream` into the table's
-    gradient, then `_exact_table_gradient`, one slice of channels per loop step so that every
-    buffer stays small (the loop keeps XLA from holding all slices at once)."""
+def _gradient_exact(features, upstream, rows, extent_y, extent_x, channel_slice, *, xla):
+    """The gradient through the exact table: the upstream rows summed into the table's gradient,
+    then `_exact_table_gradient`, one slice of channels per loop step so that every buffer stays
+    small (the loop keeps XLA from holding all slices at once)."""
     _, height, width, channels = features.shape
     batch = tf.shape(features)[0]
     table_rows = extent_y * extent_x * batch * height * width
-    rows = tf.reshape(rows, [-1])  # empty bins are -1, which the segment sum drops
+    rows = tf.reshape(rows, [-1])  # empty bins are -1, which the segment sums leave out
+    if not xla:
+        # TensorFlow's CPU UnsortedSegmentSum spends ~0.5 us on each short row; its sorted sparse
+        # segment sum, with the order computed once for all slices, is twice as fast.
+        order = tf.argsort(rows, stable=True)
+        order = order[tf.reduce_sum(tf.cast(rows < 0, tf.int32)) :]
+        sorted_rows = tf.gather(rows, order)
     slices = channels // channel_slice
     # A gather of one slice, not tf.slice: under XLA a slice at a loop-dependent offset pads
     # its whole input first, a copy twice the size of the upstream gradient in every dimension.
@@ -390,7 +396,11 @@ def _gradient_exact(features, upstream, rows, extent_y, extent_x, channel_slice)
     def step(index, grads):
         chunk = tf.gather(features_by_slice, index, axis=3)
         runs, levels = _exact_table(chunk, extent_y, extent_x)
-        grad_table = tf.math.unsorted_segment_sum(tf.gather(upstream, index, axis=1), rows, table_rows)
+        upstream_slice = tf.gather(upstream, index, axis=1)
+        if xla:
+            grad_table = tf.math.unsorted_segment_sum(upstream_slice, rows, table_rows)
+        else:
+            grad_table = tf.sparse.segment_sum(upstream_slice, order, sorted_rows, num_segments=table_rows)
         grad_levels = tf.reshape(grad_table, [extent_y, extent_x, batch, height, width, channel_slice])
         return index + 1, grads.write(index, _exact_table_gradient(chunk, runs, levels, grad_levels))
 
@@ -487,7 +497,8 @@ def roi_pool_max(features, rois, *, pool_size=(7, 7), spatial_scale=1.0 / 16):
     extent_y, extent_x = extents
     fits = tf.reduce_all(y_upper - y_lower <= extent_y) & tf.reduce_all(x_upper - x_lower <= extent_x)
     rows = _exact_rows(bins, batch, height, width, extent_y, extent_x)
-    if _in_xla_context():
+    xla = _in_xla_context()
+    if xla:
         # XLA fuses the four gathers and their maximum into the one pass that writes the output,
         # and the table with the levels these bins need is a fraction of the exact table.
         fast_levels = (_levels(extent_y), _levels(extent_x))
@@ -509,7 +520,7 @@ def roi_pool_max(features, rois, *, pool_size=(7, 7), spatial_scale=1.0 / 16):
         def gradient(upstream):
             return tf.cond(
                 fits,
-                lambda: _gradient_exact(features, upstream, rows, extent_y, extent_x, channel_slice),
+                lambda: _gradient_exact(features, upstream, rows, extent_y, extent_x, channel_slice, xla=xla),
                 lambda: gradient_sparse(features, upstream),
             )
 
