@@ -2,9 +2,16 @@
 
 The case of the issue: VGG16's conv5_3 map for a 600 x 800 image, `[1, 38, 50, 512]`, with
 300 and 2000 random RoIs pooled to 7 x 7, forward and forward + backward, each method inside
-`tf.function` and under XLA. torchvision runs in its own virtual environment (never a
-dependency of the zoo) on the very same arrays, in the same run, through
-`bench/torchvision_roi.py`; its roi_pool output is also compared with ours bit for bit.
+`tf.function` and under XLA. Forward + backward computes what a training step needs, the
+pooled output and the features' gradient for a given upstream gradient (the same small
+integers on both sides), and returns both: a loss of `sum(output)` would let XLA drop the
+forward pass altogether, since that gradient does not depend on the output. torchvision runs
+in its own virtual environment (never a dependency of the zoo) on the very same arrays, in the
+same run, through `bench/torchvision_roi.py`; its roi_pool output and gradient are compared
+with ours bit for bit.
+
+The floor: a bare `tf.gather` that writes a tensor of the output's size, timed the same way,
+shows what merely producing the output costs on the machine, next to the forward targets.
 
     python bench/roi_pooling.py                       # writes bench/results/roi_pooling.{json,md}
     TORCH_PYTHON=/path/to/venv/bin/python python bench/roi_pooling.py
@@ -54,6 +61,13 @@ def make_inputs(num_rois: int, seed: int):
     return features, boxes
 
 
+def upstream_gradient(num_rois: int):
+    """`[1, N, ph, pw, C]` small integers (bench/torchvision_roi.py has the same): every sum of
+    them is exact in float32, so gradients summed in any order can be compared bit for bit."""
+    values = np.arange(num_rois * POOL[0] * POOL[1] * FEATURES[3]) % 7 - 3
+    return values.astype(np.float32).reshape(1, num_rois, *POOL, FEATURES[3])
+
+
 def time_call(fn, repeats: int, warmup: int = 3):
     for _ in range(warmup):
         result = fn()
@@ -67,9 +81,10 @@ def time_call(fn, repeats: int, warmup: int = 3):
 
 
 def _block(result):
-    # Reading one value forces the computation to finish (TF executes asynchronously on GPU).
-    tensor = result[0] if isinstance(result, (tuple, list)) else result
-    _ = tf.reshape(tensor, [-1])[:1].numpy()
+    # Reading one value of each result forces the computation to finish (TF executes
+    # asynchronously on GPU).
+    for tensor in result if isinstance(result, (tuple, list)) else [result]:
+        _ = tf.reshape(tensor, [-1])[:1].numpy()
 
 
 def tf_runs(features, boxes, repeats, device):
@@ -77,6 +92,7 @@ def tf_runs(features, boxes, repeats, device):
     with tf.device(device):
         features_t = tf.constant(features)
         rois_t = tf.constant(boxes[None])
+        upstream = tf.constant(upstream_gradient(len(boxes)))
         for method, pool in (("max", roi_pool_max), ("crop_and_resize", roi_crop_and_resize)):
             for mode, jit in (("tf.function", False), ("xla", True)):
                 forward = tf.function(lambda f, r, pool=pool: pool(f, r, pool_size=POOL, spatial_scale=SCALE), jit_compile=jit)
@@ -85,8 +101,8 @@ def tf_runs(features, boxes, repeats, device):
                 def forward_backward(f, r, pool=pool):
                     with tf.GradientTape() as tape:
                         tape.watch(f)
-                        loss = tf.reduce_sum(pool(f, r, pool_size=POOL, spatial_scale=SCALE))
-                    return tape.gradient(loss, f)
+                        pooled = pool(f, r, pool_size=POOL, spatial_scale=SCALE)
+                    return pooled, tape.gradient(pooled, f, output_gradients=upstream)
 
                 for name, fn in (("forward", forward), ("forward+backward", forward_backward)):
                     try:
@@ -94,6 +110,21 @@ def tf_runs(features, boxes, repeats, device):
                         results.append(dict(op=f"zoo {method}", mode=mode, **{"pass": name}, median_ms=median, min_ms=best))
                     except Exception as error:  # record, never hide, what does not compile
                         results.append(dict(op=f"zoo {method}", mode=mode, **{"pass": name}, error=str(error).splitlines()[0][:200]))
+    return results
+
+
+def floor_runs(features, num_rois, repeats, device):
+    """A bare tf.gather writing `[N * ph * pw, C]` rows of the feature map: the cost of merely
+    producing a tensor of the output's size, against which the forward targets can be read."""
+    rows = np.random.default_rng(num_rois).integers(0, FEATURES[1] * FEATURES[2], num_rois * POOL[0] * POOL[1])
+    results = []
+    with tf.device(device):
+        table = tf.constant(features.reshape(-1, FEATURES[3]))
+        rows = tf.constant(rows.astype(np.int32))
+        for mode, jit in (("tf.function", False), ("xla", True)):
+            gather = tf.function(tf.gather, jit_compile=jit)
+            median, best = time_call(lambda: gather(table, rows), repeats)
+            results.append(dict(op="tf.gather of the output's size", mode=mode, median_ms=median, min_ms=best))
     return results
 
 
@@ -109,12 +140,19 @@ def torchvision_runs(torch_python, features, boxes, repeats, threads):
             "--channels", str(features.shape[3]), "--rois", str(len(boxes)),
             "--pool", str(POOL[0]), "--spatial-scale", str(SCALE), "--repeats", str(repeats),
             "--threads", str(threads), "--save-output", str(work / "roi_pool.npy"),
+            "--save-gradient", str(work / "roi_pool_gradient.npy"),
         ]
         completed = subprocess.run(command, capture_output=True, text=True, check=True)
         report = json.loads(completed.stdout)
         reference = np.load(work / "roi_pool.npy")
-    ours = np.asarray(roi_pool_max(features, boxes[None], pool_size=POOL, spatial_scale=SCALE))[0]
-    report["max_abs_difference_vs_roi_pool"] = float(np.abs(ours - reference).max())
+        reference_gradient = np.load(work / "roi_pool_gradient.npy")
+    features_t = tf.constant(features)
+    with tf.GradientTape() as tape:
+        tape.watch(features_t)
+        pooled = roi_pool_max(features_t, boxes[None], pool_size=POOL, spatial_scale=SCALE)
+    gradient = tape.gradient(pooled, features_t, output_gradients=upstream_gradient(len(boxes)))
+    report["max_abs_difference_vs_roi_pool"] = float(np.abs(np.asarray(pooled)[0] - reference).max())
+    report["max_abs_gradient_difference_vs_roi_pool"] = float(np.abs(np.asarray(gradient) - reference_gradient).max())
     return report
 
 
@@ -129,6 +167,7 @@ def machine():
     return dict(
         cpu=cpu, cores=os.cpu_count(), gpus=gpus, python=platform.python_version(),
         tensorflow=tf.__version__, TF_ENABLE_ONEDNN_OPTS=os.environ.get("TF_ENABLE_ONEDNN_OPTS", "unset (off on AVX2 CPUs)"),
+        load_average_at_start=[round(load, 2) for load in os.getloadavg()],
     )
 
 
@@ -138,8 +177,12 @@ def markdown(report) -> str:
         "",
         f"Machine: {report['machine']['cpu']}, {report['machine']['cores']} cores, GPUs: {report['machine']['gpus'] or 'none'}; "
         f"TensorFlow {report['machine']['tensorflow']}, TF_ENABLE_ONEDNN_OPTS={report['machine']['TF_ENABLE_ONEDNN_OPTS']}.",
+        f"Load average (1, 5, 15 min) at the start {report['machine']['load_average_at_start']}, "
+        f"at the end {report['machine'].get('load_average_at_end')}.",
         f"Features {list(FEATURES)} (VGG16 conv5_3 for a 600x800 image), pool {POOL[0]}x{POOL[1]}, spatial scale 1/16. "
-        f"Milliseconds, median and min of {report['repeats']} timed runs after 3 warm-up runs.",
+        f"Milliseconds, median and min of {report['repeats']} timed runs after 3 warm-up runs. "
+        "Forward + backward returns the pooled output and the features' gradient for a given upstream gradient "
+        "(both sides alike).",
         "",
     ]
     for case in report["cases"]:
@@ -153,7 +196,8 @@ def markdown(report) -> str:
         tv = case.get("torchvision")
         if tv:
             lines += ["", f"zoo `max` vs torchvision.ops.roi_pool on the same inputs: max abs difference "
-                      f"{tv['max_abs_difference_vs_roi_pool']:g}."]
+                      f"{tv['max_abs_difference_vs_roi_pool']:g} in the output, "
+                      f"{tv['max_abs_gradient_difference_vs_roi_pool']:g} in the features' gradient."]
             for pass_name in ("forward", "forward+backward"):
                 ours = [r for r in case["zoo"] if r["op"] == "zoo max" and r["pass"] == pass_name and "median_ms" in r]
                 theirs = [r for r in tv["results"] if r["op"] == "roi_pool" and r["pass"] == pass_name]
@@ -169,8 +213,45 @@ def markdown(report) -> str:
                     )
         else:
             lines += ["", "torchvision was not available in this run."]
+        lines += _floor_lines(case)
+        lines += _baseline_lines(case, report.get("baseline"))
         lines.append("")
     return "\n".join(lines)
+
+
+def _baseline_lines(case, baseline):
+    """zoo max against an earlier run of this script (another implementation, same protocol)."""
+    if not baseline:
+        return []
+    earlier = next((c for c in baseline["report"]["cases"] if c["rois"] == case["rois"]), None)
+    if earlier is None:
+        return []
+    lines = ["", f"zoo `max` against {baseline['label']} (its own run of this script, "
+             f"load average at its start {baseline['report']['machine'].get('load_average_at_start')}):", "",
+             "| mode | pass | before median | before min | now median | now min | speed-up (min) |",
+             "|---|---|---:|---:|---:|---:|---:|"]
+    for row in case["zoo"]:
+        old = next((r for r in earlier["zoo"] if (r["op"], r["mode"], r["pass"]) == (row["op"], row["mode"], row["pass"])), None)
+        if row["op"] == "zoo max" and old and "min_ms" in row and "min_ms" in old:
+            lines.append(f"| {row['mode']} | {row['pass']} | {old['median_ms']:.2f} | {old['min_ms']:.2f} | "
+                         f"{row['median_ms']:.2f} | {row['min_ms']:.2f} | {old['min_ms'] / row['min_ms']:.1f}x |")
+    return lines
+
+
+def _floor_lines(case):
+    floor = case.get("floor")
+    if not floor:
+        return []
+    lines = ["", "Floor: a bare `tf.gather` writing a tensor of the output's size, nothing else.", "",
+             "| op | mode | median ms | min ms |", "|---|---|---:|---:|"]
+    lines += [f"| {row['op']} | {row['mode']} | {row['median_ms']:.2f} | {row['min_ms']:.2f} |" for row in floor]
+    roi_pool = [r for r in case.get("torchvision", {}).get("results", []) if r["op"] == "roi_pool" and r["pass"] == "forward"]
+    if roi_pool:
+        best = min(floor, key=lambda r: r["min_ms"])
+        lines += ["", f"The forward target, 10x faster than roi_pool ({roi_pool[0]['min_ms']:.2f} ms min), is "
+                  f"{roi_pool[0]['min_ms'] / 10:.2f} ms; writing the output alone takes {best['min_ms']:.2f} ms "
+                  f"({best['mode']}, min)."]
+    return lines
 
 
 def main(argv=None):
@@ -180,16 +261,22 @@ def main(argv=None):
     parser.add_argument("--device", default="/CPU:0")
     parser.add_argument("--torch-python", default=os.environ.get("TORCH_PYTHON", "/work/tv-venv/bin/python"))
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "roi_pooling"))
+    parser.add_argument("--baseline", help="JSON of an earlier run (another implementation) to compare zoo max with")
+    parser.add_argument("--baseline-label", default="the baseline", help="what the baseline run measured")
     args = parser.parse_args(argv)
 
     report = dict(date=time.strftime("%Y-%m-%d"), machine=machine(), repeats=args.repeats, cases=[])
+    if args.baseline:
+        report["baseline"] = dict(label=args.baseline_label, report=json.loads(Path(args.baseline).read_text()))
     for num_rois in args.rois:
         features, boxes = make_inputs(num_rois, seed=num_rois)
         case = dict(rois=num_rois, zoo=tf_runs(features, boxes, args.repeats, args.device))
         if args.torch_python and Path(args.torch_python).exists():
             case["torchvision"] = torchvision_runs(args.torch_python, features, boxes, args.repeats, os.cpu_count())
+        case["floor"] = floor_runs(features, num_rois, args.repeats, args.device)
         report["cases"].append(case)
         print(json.dumps(case, indent=1), flush=True)
+    report["machine"]["load_average_at_end"] = [round(load, 2) for load in os.getloadavg()]
 
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -11,11 +11,13 @@ inside an image of `H / spatial_scale` by `W / spatial_scale` pixels).
 
 They are converted to torchvision's layout (features NCHW, rois `[K, 5]` = batch index, x1, y1,
 x2, y2), then `torchvision.ops.roi_pool` and `torchvision.ops.roi_align` (aligned=False,
-sampling_ratio=2) are timed: forward under `torch.no_grad()`, and forward + backward of the sum
-of the outputs into a features tensor that requires grad. Each case gets --warmup untimed runs,
+sampling_ratio=2) are timed: forward under `torch.no_grad()`, and forward + backward: the output
+and the gradient of the features for a given upstream gradient (`upstream_gradient`, the same
+values as the caller's), as a training step computes them. Each case gets --warmup untimed runs,
 then --repeats timed ones; median and min are reported in milliseconds. One JSON object is
 printed on stdout and nothing else. --save-output writes roi_pool's forward output as
-`[N, ph, pw, C]` (NHWC) for the caller to compare numerics.
+`[N, ph, pw, C]` (NHWC) and --save-gradient roi_pool's features gradient as `[1, H, W, C]`, for
+the caller to compare numerics.
 """
 
 import argparse
@@ -44,6 +46,7 @@ def parse_args(argv=None):
     parser.add_argument("--features", help="float32 [1, H, W, C] .npy (NHWC)")
     parser.add_argument("--boxes", help="float32 [N, 4] .npy, [ymin, xmin, ymax, xmax] in image pixels")
     parser.add_argument("--save-output", help="write roi_pool's forward output here as [N, ph, pw, C] .npy")
+    parser.add_argument("--save-gradient", help="write roi_pool's features gradient here as [1, H, W, C] .npy")
     return parser.parse_args(argv)
 
 
@@ -78,6 +81,13 @@ def load_inputs(args):
     return features, boxes
 
 
+def upstream_gradient(num_rois, pool, channels):
+    """`[N, ph, pw, C]` small integers (bench/roi_pooling.py has the same): every sum of them is
+    exact in float32, so gradients summed in any order can be compared bit for bit."""
+    values = np.arange(num_rois * pool * pool * channels) % 7 - 3
+    return values.astype(np.float32).reshape(num_rois, pool, pool, channels)
+
+
 def to_torchvision(features, boxes):
     """NHWC -> NCHW; [ymin, xmin, ymax, xmax] -> [batch index, x1, y1, x2, y2]."""
     nchw = torch.from_numpy(np.ascontiguousarray(features.transpose(0, 3, 1, 2)))
@@ -109,6 +119,9 @@ def main(argv=None):
             f, rois, size, spatial_scale=args.spatial_scale, sampling_ratio=2, aligned=False),
     }
 
+    upstream = torch.from_numpy(
+        np.ascontiguousarray(upstream_gradient(len(boxes), args.pool, args.channels).transpose(0, 3, 1, 2))
+    )
     results = []
     for name, op in ops.items():
         leaf = nchw.clone().requires_grad_(True)
@@ -119,8 +132,9 @@ def main(argv=None):
 
         def forward_backward(op=op, leaf=leaf):
             leaf.grad = None  # a fresh gradient buffer each run, as a tape's gradient would be
-            op(leaf).sum().backward()
-            return leaf.grad
+            pooled = op(leaf)
+            pooled.backward(upstream)
+            return pooled, leaf.grad
 
         for pass_name, fn in (("forward", forward), ("forward+backward", forward_backward)):
             median, best = time_ms(fn, args.repeats, args.warmup)
@@ -131,6 +145,10 @@ def main(argv=None):
         with torch.no_grad():
             pooled = ops["roi_pool"](nchw)  # [N, C, ph, pw]
         np.save(args.save_output, np.ascontiguousarray(pooled.numpy().transpose(0, 2, 3, 1)))
+    if args.save_gradient:
+        leaf = nchw.clone().requires_grad_(True)
+        ops["roi_pool"](leaf).backward(upstream)
+        np.save(args.save_gradient, np.ascontiguousarray(leaf.grad.numpy().transpose(0, 2, 3, 1)))
 
     print(json.dumps({"torch": torch.__version__, "torchvision": torchvision.__version__,
                       "threads": torch.get_num_threads(), "repeats": args.repeats, "warmup": args.warmup,
