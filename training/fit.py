@@ -202,6 +202,7 @@ def train(
     config: TrainConfig = TrainConfig(),
     resume: bool = False,
     verbose: int = 1,
+    task_options: dict | None = None,
 ) -> TrainResult:
     """Trains `build_model(num_classes)` on `train_source` and leaves the run in `out_dir`.
 
@@ -212,12 +213,18 @@ def train(
       out_dir: the run's directory (see the module docstring).
       task: a registered `training.tasks.Task` name.
       resume: continue from the newest backup in `out_dir/backup` (from scratch when none).
+      task_options: keyword arguments of the task's `wrap` (detection: `proposals`, the RoI
+        sampling options of `training.detection.FastRCNNTrainer`); the task must have a `wrap`.
 
     Raises:
       FileExistsError: `out_dir` holds a backup and `resume` is False.
       TrainingDiverged: the loss became NaN or Inf.
     """
     task = get_task(task)
+    if task_options and task.wrap is None:
+        raise ValueError(f"task_options {sorted(task_options)}: the {task.name} task takes none")
+    if task.wrap is not None and config.adversarial_epsilon:
+        raise ValueError(f"adversarial training (adversarial_epsilon) is for classification, not {task.name}")
     chief = is_chief()
     out_dir = Path(out_dir)
     # Only the chief writes the run; other workers write to a scratch directory of their own
@@ -258,13 +265,18 @@ def train(
                 config.optimizer, _schedule(config, steps_per_epoch), momentum=config.momentum,
                 weight_decay=decay if config.optimizer == "adamw" else None,
             )
+            # The trainee is what `fit` trains; `model` is what the run saves (never a wrapper).
             trainee = model
-            if config.adversarial_epsilon:
+            if task.wrap is not None:
+                trainee = task.wrap(model, **(task_options or {}))
+            elif config.adversarial_epsilon:
                 trainee = AdversarialModel(model, epsilon=config.adversarial_epsilon, ratio=config.adversarial_ratio)
             trainee.compile(
                 optimizer=optimizer,
                 loss=task.loss(model) if task.loss else None,
-                metrics=task.metrics(num_classes),
+                # None rather than []: an empty metric list would still make Keras trace the
+                # trainee on a batch of inputs alone to build it.
+                metrics=task.metrics(num_classes) or None,
             )
         monitor = task.monitor if validation_source is not None else task.monitor.removeprefix("val_")
         nan_guard = StopOnNaN()
@@ -341,14 +353,25 @@ def train(
 
 
 def evaluate(model: keras.Model, source, *, task: str = "classification", batch_size: int = 16, image_size=None,
-             verbose: int = 1) -> dict[str, float]:
-    """The task's metrics of `model` on `source`, as a dict (`{"loss": ..., "top1": ...}`)."""
+             verbose: int = 1, task_options: dict | None = None) -> dict[str, float]:
+    """The task's metrics of `model` on `source`, as a dict (`{"loss": ..., "top1": ...}`).
+
+    A task with its own `evaluate` (detection: `{"mAP@0.5": ..., "AP/<class>": ...}`) computes
+    them, given `task_options` (detection: `proposals`); the others run Keras's `evaluate`.
+    """
     task = get_task(task)
+    if task_options and task.evaluate is None:
+        raise ValueError(f"task_options {sorted(task_options)}: the {task.name} task takes none")
     if image_size is None:
         height, width = model.inputs[0].shape[1:3]
         if height is None or width is None:
             raise ValueError("the model takes any image size; pass image_size=(height, width)")
         image_size = (height, width)
+    if task.evaluate is not None:
+        return task.evaluate(
+            model, source, batch_size=batch_size, image_size=tuple(image_size), verbose=verbose,
+            **(task_options or {}),
+        )
     num_classes = len(source.class_names)
     model.compile(loss=task.loss(model) if task.loss else None, metrics=task.metrics(num_classes))
     dataset = data_lib.make_dataset(

@@ -22,6 +22,13 @@ class Task:
       metrics: `(num_classes) -> list of keras metrics`.
       monitor: the validation metric that early stopping and the best checkpoint follow.
       summary: the metric `zoo evaluate` reports first.
+      wrap: None, or `(model, **options) -> trainee`: a `keras.Model` that `fit` trains in the
+        model's place (its own `train_step`, e.g. `training.detection.FastRCNNTrainer`); the
+        trainer still saves the plain model, never the trainee. `options` are `train`'s
+        `task_options`.
+      evaluate: None (Keras's `evaluate` with `loss` and `metrics`), or `(model, source, *,
+        batch_size, image_size, verbose, **options) -> {metric: value}` (e.g. detection's VOC
+        AP); `options` are `training.fit.evaluate`'s `task_options`.
     """
 
     name: str
@@ -29,6 +36,8 @@ class Task:
     metrics: Callable[[int], list]
     monitor: str
     summary: str
+    wrap: Callable[..., keras.Model] | None = None
+    evaluate: Callable[..., dict] | None = None
 
 
 TASKS: dict[str, Task] = {}
