@@ -14,6 +14,7 @@ trainer serves every head. The `zoo train` / `zoo evaluate` commands wrap it.
 from training import data
 from training.adversarial import AdversarialModel
 from training.callbacks import Backup, BestCheckpoint, EarlyStopping, StopOnNaN, save_model_atomically
+from training.detection import FastRCNNTrainer, evaluate_detector, fast_rcnn_loss, match_rois, sample_rois
 from training.distribute import STRATEGIES, make_strategy
 from training.fit import TrainConfig, TrainingDiverged, TrainResult, evaluate, split_validation, train
 from training.optimizers import WarmupSchedule, make_optimizer
@@ -25,6 +26,7 @@ __all__ = [
     "Backup",
     "BestCheckpoint",
     "EarlyStopping",
+    "FastRCNNTrainer",
     "STRATEGIES",
     "StopOnNaN",
     "TASKS",
@@ -37,11 +39,15 @@ __all__ = [
     "data",
     "default_weight_decay",
     "evaluate",
+    "evaluate_detector",
+    "fast_rcnn_loss",
     "freeze_stages",
     "get_task",
     "make_optimizer",
     "make_strategy",
+    "match_rois",
     "register_task",
+    "sample_rois",
     "save_model_atomically",
     "set_batch_norm",
     "split_validation",

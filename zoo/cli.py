@@ -4,6 +4,9 @@
     $ zoo describe resnet50 --set output_stride=16
     $ zoo train resnet18 --dataset synthetic --image-size 64 64 --epochs 5 --out runs/r18
     $ zoo evaluate resnet18 --weights runs/r18/model.keras --dataset synthetic --split val
+    $ zoo train fast_rcnn_resnet50 --dataset voc:VOCdevkit/VOC2007 --image-size 448 448 --out runs/frcnn
+    $ zoo evaluate fast_rcnn_resnet50 --weights runs/frcnn/model.keras --dataset voc:VOCdevkit/VOC2007 --split test \
+          --image-size 448 448
     $ zoo demo
 """
 
@@ -153,13 +156,61 @@ def _read_dataset(args, *, split, classes, task):
     )
 
 
-def _builder(name, image_size, overrides):
+def _builder(name, image_size, overrides, task="classification"):
     import zoo
 
+    # Detectors count object classes (`num_classes`, the background is added); classifiers
+    # count outputs (`classes`).
+    count = "num_classes" if task == "detection" else "classes"
+
     def build(num_classes):
-        return zoo.build(name, classes=num_classes, input_shape=(*image_size, 3), **overrides)
+        return zoo.build(name, **{count: num_classes}, input_shape=(*image_size, 3), **overrides)
 
     return build
+
+
+# Sliding-window proposals for `zoo train` / `zoo evaluate` of a detector, as fractions of the
+# image's shorter side S: windows every S / 16 pixels (at least 4), sides S / 8 ... 3 S / 4.
+PROPOSAL_SCALES = (0.125, 0.25, 0.5, 0.75)
+PROPOSAL_RATIOS = (0.5, 1.0, 2.0)
+
+
+def proposal_options(image_size, *, stride=None, scales=None, aspect_ratios=None):
+    """The sliding windows' `{"stride", "scales", "aspect_ratios"}` for an image size, with defaults."""
+    short = min(image_size)
+    return {
+        "stride": int(stride) if stride else max(4, short // 16),
+        "scales": tuple(float(s) for s in scales) if scales else tuple(round(f * short, 1) for f in PROPOSAL_SCALES),
+        "aspect_ratios": tuple(float(r) for r in aspect_ratios) if aspect_ratios else PROPOSAL_RATIOS,
+    }
+
+
+def sliding_window_proposals(*, stride, scales, aspect_ratios):
+    """`images [B, H, W, 3] -> [N, 4]`: `zoo.detection.proposals.sliding_windows` over the batch's size."""
+    import tensorflow as tf
+
+    from zoo.detection.proposals import sliding_windows
+
+    def proposals(images):
+        shape = tf.shape(images)
+        return sliding_windows(shape[1], shape[2], stride=stride, scales=scales, aspect_ratios=aspect_ratios)
+
+    return proposals
+
+
+def _detection_options(args, image_size, *, training):
+    """The detection task's options: proposals (and, to train, the RoI sampling)."""
+    options = proposal_options(
+        image_size, stride=args.proposal_stride, scales=args.proposal_scales, aspect_ratios=args.proposal_ratios
+    )
+    print(
+        f"proposals: sliding windows every {options['stride']} px, sides {options['scales']}, "
+        f"aspect ratios {options['aspect_ratios']}", file=sys.stderr,
+    )
+    task_options = {"proposals": sliding_window_proposals(**options)}
+    if training:
+        task_options.update(rois_per_image=args.rois_per_image, seed=args.seed)
+    return task_options
 
 
 def cmd_train(args) -> int:
@@ -181,10 +232,11 @@ def cmd_train(args) -> int:
     validation = None
     if args.val_split:
         validation = _read_dataset(args, split=args.val_split, classes=source.class_names, task=task)
+    task_options = _detection_options(args, image_size, training=True) if task == "detection" else None
     try:
         result = train(
-            _builder(args.model, image_size, dict(args.set or [])), source, validation, out_dir=args.out,
-            task=task, config=config, resume=args.resume, verbose=2 if args.quiet else 1,
+            _builder(args.model, image_size, dict(args.set or []), task), source, validation, out_dir=args.out,
+            task=task, config=config, resume=args.resume, verbose=2 if args.quiet else 1, task_options=task_options,
         )
     except TrainingDiverged as error:
         print(f"zoo train: error: {error}", file=sys.stderr)
@@ -194,7 +246,7 @@ def cmd_train(args) -> int:
     return 0
 
 
-def _load_trained(name, weights, image_size, classes):
+def _load_trained(name, weights, image_size, classes, task="classification"):
     """A `.keras` file from `zoo train`, or the registered model with a weights file / tag."""
     import keras
 
@@ -204,7 +256,8 @@ def _load_trained(name, weights, image_size, classes):
         if not Path(weights).is_file():
             raise ValueError(f"--weights {weights}: no such file")
         return keras.saving.load_model(weights)
-    return zoo.build(name, weights=weights, classes=len(classes), input_shape=(*image_size, 3))
+    count = "num_classes" if task == "detection" else "classes"
+    return zoo.build(name, weights=weights, **{count: len(classes)}, input_shape=(*image_size, 3))
 
 
 def cmd_evaluate(args) -> int:
@@ -214,10 +267,12 @@ def cmd_evaluate(args) -> int:
     task = zoo.describe(args.model).task
     classes = _class_names(args, args.weights)
     source = _read_dataset(args, split=args.split, classes=classes, task=task)
-    model = _load_trained(args.model, args.weights, tuple(args.image_size), source.class_names)
+    image_size = tuple(args.image_size)
+    model = _load_trained(args.model, args.weights, image_size, source.class_names, task)
+    task_options = _detection_options(args, image_size, training=False) if task == "detection" else None
     metrics = evaluate(
-        model, source, task=task, batch_size=args.batch_size, image_size=tuple(args.image_size),
-        verbose=0 if args.quiet else 1,
+        model, source, task=task, batch_size=args.batch_size, image_size=image_size,
+        verbose=0 if args.quiet else 1, task_options=task_options,
     )
     print(json.dumps({name: round(value, 6) for name, value in metrics.items()}, allow_nan=True))
     return 0
@@ -235,6 +290,13 @@ def _add_data_arguments(parser, *, split):
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quiet", action="store_true", help="no progress bar (train: one line per epoch)")
+    detection = parser.add_argument_group("detection (sliding-window proposals; defaults from the image size)")
+    detection.add_argument("--proposal-stride", type=int, default=None, metavar="PIXELS",
+                           help="pixels between window centres (default: shorter side / 16)")
+    detection.add_argument("--proposal-scales", type=float, nargs="+", default=None, metavar="PIXELS",
+                           help="window sides (default: 1/8, 1/4, 1/2, 3/4 of the shorter side)")
+    detection.add_argument("--proposal-ratios", type=float, nargs="+", default=None, metavar="H/W",
+                           help="window aspect ratios, height / width (default: 0.5 1 2)")
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -275,6 +337,7 @@ def make_parser() -> argparse.ArgumentParser:
     training.add_argument("--out", required=True, help="the run's directory")
     training.add_argument("--resume", action="store_true", help="continue from OUT/backup")
     training.add_argument("--set", action="append", type=_parse_override, metavar="KEY=VALUE")
+    training.add_argument("--rois-per-image", type=int, default=64, help="detection: RoIs sampled per image")
     training.set_defaults(run=cmd_train)
 
     evaluation = commands.add_parser("evaluate", help="metrics of a trained model, ending with one JSON line")
