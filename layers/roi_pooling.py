@@ -42,9 +42,9 @@ beyond the image (larger bins), or a map whose size is only known at run time, t
 power-of-two table with every level, forward and backward; `tf.cond` decides per call.
 
 Gradient: each bin's upstream gradient goes to its arg-max cell, the first in row-major order
-on ties, as in Caffe and torchvision. Through the exact table, the upstream rows are summed into
-the table's gradient (a scatter of whole rows of channels, one per bin), which is then pushed
-back through the table's construction: blocks grow by one column, then by one row, keeping the
+on ties, as in Caffe and torchvision. Through the exact table, each bin's upstream row is added
+to its entry's gradient (a scatter of rows, not of single values), which is then pushed back
+through the table's construction: blocks grow by one column, then by one row, keeping the
 smaller block unless the new column or row is strictly greater, so walking those steps back
 sends each entry to the cell that Caffe's scan picks. Walking from the largest blocks down hands
 each level's gradient on once, and a loop over slices of channels keeps every buffer small.
