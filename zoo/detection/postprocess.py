@@ -16,12 +16,20 @@ from layers import boxes as box_ops
 
 @keras.saving.register_keras_serializable(package="zoo")
 class FlattenRoIs(keras.layers.Layer):
-    """`[B, N, ...]` -> `[B * N, ...]`, so that per-RoI convolutions (ResNet's conv5 in the
-    R50-C4 head) run on every pooled RoI as on a batch of images."""
+    """`[B, N, ...]` -> `[max(B * N, 1), ...]`, so that per-RoI convolutions (ResNet's conv5 in
+    the R50-C4 head) run on every pooled RoI as on a batch of images.
+
+    With no RoIs at all one zero row is added (and dropped again by `UnflattenRoIs`): oneDNN's
+    convolution fails on an empty batch (an AddV2 shape error), which a call with no
+    proposals must not hit.
+    """
 
     def call(self, inputs):
         shape = tf.shape(inputs)
-        return tf.reshape(inputs, tf.concat([[shape[0] * shape[1]], shape[2:]], 0))
+        count = shape[0] * shape[1]
+        flat = tf.reshape(inputs, tf.concat([[count], shape[2:]], 0))
+        padding = tf.concat([[[0, tf.maximum(1 - count, 0)]], tf.zeros([tf.rank(inputs) - 2, 2], tf.int32)], 0)
+        return tf.pad(flat, padding)
 
     def compute_output_shape(self, input_shape):
         batch, rois = input_shape[0], input_shape[1]
@@ -31,11 +39,12 @@ class FlattenRoIs(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="zoo")
 class UnflattenRoIs(keras.layers.Layer):
-    """`([B * N, ...], rois [B, N, 4])` -> `[B, N, ...]`, undoing `FlattenRoIs`."""
+    """`([max(B * N, 1), ...], rois [B, N, 4])` -> `[B, N, ...]`, undoing `FlattenRoIs`."""
 
     def call(self, inputs):
         values, rois = inputs
         shape = tf.shape(rois)
+        values = values[: shape[0] * shape[1]]
         return tf.reshape(values, tf.concat([shape[:2], tf.shape(values)[1:]], 0))
 
     def compute_output_shape(self, input_shape):
