@@ -549,7 +549,8 @@ def evaluate_detector(model, source, *, proposals, image_size, batch_size=8, iou
         source, task="detection", batch_size=batch_size, image_size=image_size, training=False, max_boxes=most_boxes,
     )
 
-    @tf.function(reduce_retracing=True)
+    # No Python control flow inside: autograph would only warn about the closure.
+    @tf.function(reduce_retracing=True, autograph=False)
     def detect(images):
         rois = _batched_proposals(proposals(images), images)
         result = model({"images": images, "rois": rois}, training=False)

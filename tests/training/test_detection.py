@@ -275,7 +275,9 @@ def test_a_few_training_steps_of_fast_rcnn_resnet50_reduce_the_loss():
     assert len(trainer.trainable_variables) == len(model.trainable_variables)  # the head shares them
     # Eagerly: tracing ResNet-50's training step costs about a minute on two cores, three
     # eager steps a few seconds each.
-    trainer.compile(optimizer=keras.optimizers.Adam(1e-3), run_eagerly=True)
+    # Adam at 1e-3 overshoots on this fixed batch with oneDNN's kernels off (the loss rose from
+    # 1.68 to 1.76 in three steps); at 1e-4 it falls to 0.68 with them off and 0.79 with them on.
+    trainer.compile(optimizer=keras.optimizers.Adam(1e-4), run_eagerly=True)
     rng = np.random.default_rng(0)
     images = rng.uniform(0, 255, (2, size, size, 3)).astype(np.float32)
     images[0, 8:40, 8:40] = [250, 20, 20]
@@ -292,7 +294,7 @@ def test_a_few_training_steps_of_fast_rcnn_resnet50_reduce_the_loss():
     before = fixed_loss()
     logs = [trainer.train_on_batch(images, targets, return_dict=True) for _ in range(3)]
     after = fixed_loss()
-    assert after < before, (before, after, logs)
+    assert after < 0.7 * before, (before, after, logs)
     assert set(logs[-1]) == {"loss", "classification", "box"}
     assert all(np.isfinite(list(log.values())).all() for log in logs)
     # The trainer's call is the detector's, on proposals when given images alone.
