@@ -89,6 +89,8 @@ def machine():
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="fast_rcnn_resnet50", choices=("fast_rcnn_resnet50", "fast_rcnn_vgg16"))
+    parser.add_argument("--fc-units", type=int, default=None, help="fast_rcnn_vgg16: fc6/fc7 width")
     parser.add_argument("--image-size", type=int, default=128)
     parser.add_argument("--train-images", type=int, default=1200)
     parser.add_argument("--test-images", type=int, default=200)
@@ -130,8 +132,9 @@ def main(argv=None):
     print(f"bench: {num_windows} windows per image; run in {out}", file=sys.stderr, flush=True)
 
     def build(num_classes):
-        return zoo.build("fast_rcnn_resnet50", num_classes=num_classes, input_shape=(*size, 3),
-                         pool_size=args.pool_size)
+        extra = {"fc_units": args.fc_units} if args.fc_units else {}
+        return zoo.build(args.model, num_classes=num_classes, input_shape=(*size, 3), pool_size=args.pool_size,
+                         **extra)
 
     start = time.perf_counter()
     result = train(
@@ -167,7 +170,7 @@ def write_markdown(path, record):
     per_class = "\n".join(f"| {name} | {value:.3f} |" for name, value in record["AP"].items())
     losses = record["history"].get("loss", [])
     lines = [
-        "# Fast R-CNN R50-C4 from scratch on synthetic shapes (CPU)",
+        f"# Fast R-CNN (`{config['model']}`) from scratch on synthetic shapes (CPU)",
         "",
         "Produced by `bench/fast_rcnn_synthetic.py`; the issue's target is mAP@0.5 >= "
         f"{TARGET_MAP} within {TARGET_MINUTES:g} minutes of training on 2 CPU cores.",
@@ -186,7 +189,8 @@ def write_markdown(path, record):
         "",
         "## Configuration",
         "",
-        f"- model: `fast_rcnn_resnet50` (R50-C4), random initialisation, input {config['image_size']} x "
+        f"- model: `{config['model']}`{' (R50-C4)' if config['model'] == 'fast_rcnn_resnet50' else ''}"
+        f"{', fc width ' + str(config['fc_units']) if config['fc_units'] else ''}, random initialisation, input {config['image_size']} x "
         f"{config['image_size']}, RoI max pooling {config['pool_size']} x {config['pool_size']}",
         f"- data: `training.data.synthetic`, {config['num_classes']} classes, up to {config['max_objects']} "
         f"objects per image; {config['train_images']} training images (seed {config['seed']}), "
