@@ -9,12 +9,13 @@ Shapes: B images, H x W pixels (224 x 224 by default); K classes.
 Each Inception module has the paper's four branches, concatenated in this order:
 1x1; 1x1 reduce -> 3x3; 1x1 reduce -> 5x5; 3x3 max pool (stride 1) -> 1x1 projection. The
 5x5 branch really is 5x5 (torchvision's GoogLeNet uses a 3x3 there, a known deviation kept for
-its weights), so the parameters are Table 1's: its "params" column counts kernel weights
-without biases, in units of 1024 (conv2: 64 + 64 * 9 * 192 = 114,688 = 112K); the test compares
-every row. Table 1's 2.7K for conv1 does not match any count of a 7x7x3x64 kernel (9,408), so
-that row is not compared. Without the auxiliary classifiers the model has 6,998,552 parameters
-at 1000 classes: 6,990,272 kernel weights (6,826K in Table 1's units, its "about 6.8M") and
-8,280 biases; with them, 13,378,280.
+its weights). Table 1's "params" column counts kernel weights without biases in units of 1024
+(conv2: 64 + 64 * 9 * 192 = 114,688 = 112K). Its rows conv2, 3a, 3b and the classifier agree
+(within 1K) with the table's own filter numbers; conv1 (2.7K for a 7x7x3x64 kernel of 9.2K)
+and 4a ... 5b (4c: 463K where its filters give 497.5K) do not, and the filter numbers are
+what is built. Without the auxiliary classifiers the model has 6,998,552 parameters at
+1000 classes: 6,990,272 kernel weights (6,826K; the params column sums to 6,798K, the paper's
+"about 6.8M") and 8,280 biases; with them, 13,378,280.
 
 Departures from the paper, all shared with TF-slim's and torchvision's Inception v1: no local
 response normalisation (after pool1 and conv2 in the paper), "same" padding of the strided max
