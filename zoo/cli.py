@@ -1,4 +1,4 @@
-"""The `zoo` command: `zoo list|describe|train|evaluate|predict|demo`.
+"""The `zoo` command: `zoo list|describe|train|evaluate|predict|inspect|demo`.
 
     $ zoo list --task classification
     $ zoo describe resnet50 --set output_stride=16
@@ -8,6 +8,7 @@
     $ zoo evaluate fast_rcnn_resnet50 --weights runs/frcnn/model.keras --dataset voc:VOCdevkit/VOC2007 --split test \
           --image-size 448 448
     $ zoo predict fast_rcnn_resnet50 --weights runs/frcnn/model.keras street.jpg --out predictions/
+    $ zoo inspect vgg16 photo.jpg --layers block1_conv2 block1_pool --out fig.png --receptive-field block5_conv3
     $ zoo demo
 """
 
@@ -135,6 +136,50 @@ def cmd_demo(args) -> int:
         _release(model)
     print()
     print(_table(rows, ["name", "task", "parameters", "output shapes", "build time"]))
+    return 0
+
+
+def _inspected_model(args, image_shape):
+    """`args.model` as a `.keras` file, or the registered model built for the image's size."""
+    import keras
+
+    import zoo
+
+    if str(args.model).endswith(".keras"):
+        if not Path(args.model).is_file():
+            raise ValueError(f"model {args.model}: no such file")
+        return keras.saving.load_model(args.model)
+    overrides = dict(args.set or [])
+    if zoo.describe(args.model).task == "classification":
+        # Without the top, any image size goes through; the feature maps are the same layers.
+        overrides = {"include_top": False, "input_shape": image_shape, **overrides}
+    return zoo.build(args.model, weights=args.weights, **overrides)
+
+
+def cmd_inspect(args) -> int:
+    import cv2
+
+    import zoo
+
+    if not args.layers and not args.receptive_field:
+        raise ValueError("nothing to inspect: give --layers (with --out) and/or --receptive-field")
+    if args.layers and not args.out:
+        raise ValueError("--layers draws feature maps: give --out FIG.png too")
+    image = cv2.imread(str(args.image), cv2.IMREAD_COLOR)
+    if image is None:
+        raise ValueError(f"image {args.image}: not a readable image file")
+    image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    model = _inspected_model(args, image.shape)
+    for layer in args.receptive_field or []:
+        field = zoo.inspect.receptive_field(model, layer)
+        print(
+            f"{layer}: receptive field {field.size[0]}x{field.size[1]} px, stride {field.stride[0]}x{field.stride[1]}, "
+            f"first centre at ({field.start[0]:g}, {field.start[1]:g}), padding ({field.padding[0]:g}, {field.padding[1]:g})"
+        )
+    if args.layers:
+        figure = zoo.inspect.feature_maps(model, image, args.layers, max_channels=args.max_channels)
+        path = zoo.inspect.save_figure(figure, args.out)
+        print(f"zoo inspect: feature maps of {len(args.layers)} layer(s) written to {path}", file=sys.stderr)
     return 0
 
 
@@ -414,6 +459,17 @@ def make_parser() -> argparse.ArgumentParser:
     prediction.add_argument("--top-k", type=int, default=5, help="classification: classes listed per image")
     _add_proposal_arguments(prediction)
     prediction.set_defaults(run=cmd_predict)
+
+    inspect = commands.add_parser("inspect", help="feature maps of named layers as a PNG, receptive fields")
+    inspect.add_argument("model", help="a registered model name, or a .keras file")
+    inspect.add_argument("image", help="an image file (read with OpenCV, fed as RGB pixels)")
+    inspect.add_argument("--layers", nargs="+", metavar="LAYER", help="layers whose activations to draw")
+    inspect.add_argument("--out", help="the PNG to write the feature maps to")
+    inspect.add_argument("--max-channels", type=int, default=16, help="channels drawn per layer (default 16)")
+    inspect.add_argument("--receptive-field", nargs="+", metavar="LAYER", help="print these layers' receptive fields")
+    inspect.add_argument("--weights", help="a weights tag or file for a registered model (default: random)")
+    inspect.add_argument("--set", action="append", type=_parse_override, metavar="KEY=VALUE")
+    inspect.set_defaults(run=cmd_inspect)
 
     demo = commands.add_parser("demo", help="build every registered model and print a table")
     demo.add_argument("pattern", nargs="?", default=None)
