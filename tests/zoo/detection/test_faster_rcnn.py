@@ -171,3 +171,13 @@ def test_defaults_are_the_papers_and_errors_name_the_argument():
         zoo.build("faster_rcnn_resnet50", test_post_nms_top_n=0)
     with pytest.raises(TypeError, match="accepted"):
         zoo.build("faster_rcnn_resnet50", rois=3)
+
+
+def test_predict_detect_runs_a_faster_rcnn_on_an_image_alone(rng):
+    from zoo.predict import detect
+
+    model = zoo.build("faster_rcnn_resnet50", **TINY, score_threshold=0.0)
+    image = rng.integers(0, 256, (48, 80, 3), dtype=np.uint8)
+    result = detect(model, image, image_size=(64, 64))  # no proposals: the RPN makes them
+    assert result["boxes"].shape[1] == 4 and len(result["boxes"]) == len(result["scores"]) <= 5
+    assert np.all((result["boxes"] >= 0) & (result["boxes"] <= [48, 80, 48, 80]))
