@@ -7,6 +7,7 @@
     $ zoo train fast_rcnn_resnet50 --dataset voc:VOCdevkit/VOC2007 --image-size 448 448 --out runs/frcnn
     $ zoo evaluate fast_rcnn_resnet50 --weights runs/frcnn/model.keras --dataset voc:VOCdevkit/VOC2007 --split test \
           --image-size 448 448
+    $ zoo train faster_rcnn_resnet50 --dataset synthetic:800 --image-size 128 128 --out runs/faster
     $ zoo predict fast_rcnn_resnet50 --weights runs/frcnn/model.keras street.jpg --out predictions/
     $ zoo inspect vgg16 photo.jpg --layers block1_conv2 block1_pool --out fig.png --receptive-field block5_conv3
     $ zoo demo
@@ -244,8 +245,34 @@ def sliding_window_proposals(*, stride, scales, aspect_ratios):
     return proposals
 
 
-def _detection_options(args, image_size, *, training):
+def _has_rpn(name) -> bool:
+    """A detector that makes its own proposals (Faster R-CNN), not one with a `rois` input."""
+    import zoo
+
+    return "anchor_scales" in zoo.describe(name).defaults
+
+
+def rpn_overrides(image_size, overrides, *, scales=None, aspect_ratios=None) -> dict:
+    """A Faster R-CNN's anchors and minimum proposal size for `zoo train`, from the image size.
+
+    The registered defaults (anchors of 128 to 512 pixels, proposals of at least 16) suit
+    images of about 600 pixels. Unless `--set` gives them, `zoo train` uses the sliding
+    windows' sides (`--proposal-scales`, default 1/8 ... 3/4 of the shorter side), their aspect
+    ratios, and a minimum side of 1/16 of the shorter side (at most 16 pixels).
+    """
+    windows = proposal_options(image_size, scales=scales, aspect_ratios=aspect_ratios)
+    defaults = {
+        "anchor_scales": windows["scales"], "anchor_aspect_ratios": windows["aspect_ratios"],
+        "rpn_min_size": float(min(16.0, min(image_size) / 16.0)),
+    }
+    return {**defaults, **overrides}
+
+
+def _detection_options(args, image_size, *, training, rpn=False):
     """The detection task's options: proposals (and, to train, the RoI sampling)."""
+    if rpn:
+        # The detector's RPN makes the proposals; only the sampling is the trainer's.
+        return {"rois_per_image": args.rois_per_image, "seed": args.seed} if training else None
     options = proposal_options(
         image_size, stride=args.proposal_stride, scales=args.proposal_scales, aspect_ratios=args.proposal_ratios
     )
@@ -278,10 +305,17 @@ def cmd_train(args) -> int:
     validation = None
     if args.val_split:
         validation = _read_dataset(args, split=args.val_split, classes=source.class_names, task=task)
-    task_options = _detection_options(args, image_size, training=True) if task == "detection" else None
+    overrides = dict(args.set or [])
+    rpn = task == "detection" and _has_rpn(args.model)
+    if rpn:
+        overrides = rpn_overrides(image_size, overrides, scales=args.proposal_scales,
+                                  aspect_ratios=args.proposal_ratios)
+        print(f"rpn: anchors {overrides['anchor_scales']} px at aspect ratios {overrides['anchor_aspect_ratios']}, "
+              f"proposals of at least {overrides['rpn_min_size']:g} px", file=sys.stderr)
+    task_options = _detection_options(args, image_size, training=True, rpn=rpn) if task == "detection" else None
     try:
         result = train(
-            _builder(args.model, image_size, dict(args.set or []), task), source, validation, out_dir=args.out,
+            _builder(args.model, image_size, overrides, task), source, validation, out_dir=args.out,
             task=task, config=config, resume=args.resume, verbose=2 if args.quiet else 1, task_options=task_options,
         )
     except TrainingDiverged as error:
@@ -315,7 +349,9 @@ def cmd_evaluate(args) -> int:
     source = _read_dataset(args, split=args.split, classes=classes, task=task)
     image_size = tuple(args.image_size)
     model = _load_trained(args.model, args.weights, image_size, source.class_names, task)
-    task_options = _detection_options(args, image_size, training=False) if task == "detection" else None
+    task_options = None
+    if task == "detection":
+        task_options = _detection_options(args, image_size, training=False, rpn=_has_rpn(args.model))
     metrics = evaluate(
         model, source, task=task, batch_size=args.batch_size, image_size=image_size,
         verbose=0 if args.quiet else 1, task_options=task_options,
@@ -375,13 +411,15 @@ def cmd_predict(args) -> int:
 
 
 def _add_proposal_arguments(parser):
-    detection = parser.add_argument_group("detection (sliding-window proposals; defaults from the image size)")
+    detection = parser.add_argument_group(
+        "detection (sliding-window proposals, or a Faster R-CNN's anchors to train; defaults from the image size)"
+    )
     detection.add_argument("--proposal-stride", type=int, default=None, metavar="PIXELS",
                            help="pixels between window centres (default: shorter side / 16)")
     detection.add_argument("--proposal-scales", type=float, nargs="+", default=None, metavar="PIXELS",
-                           help="window sides (default: 1/8, 1/4, 1/2, 3/4 of the shorter side)")
+                           help="window (or anchor) sides (default: 1/8, 1/4, 1/2, 3/4 of the shorter side)")
     detection.add_argument("--proposal-ratios", type=float, nargs="+", default=None, metavar="H/W",
-                           help="window aspect ratios, height / width (default: 0.5 1 2)")
+                           help="window (or anchor) aspect ratios, height / width (default: 0.5 1 2)")
 
 
 def _add_data_arguments(parser, *, split):

@@ -90,7 +90,9 @@ def detect(model, image, *, image_size=None, proposals=None) -> dict:
             rois = rois[None]
         outputs = model({"images": images, "rois": rois}, training=False)
     else:
-        outputs = model(images, training=False)
+        # Faster R-CNN takes `{"images"}` (its RPN makes the proposals).
+        inputs = {"images": images} if isinstance(model.input, dict) else images
+        outputs = model(inputs, training=False)
     count = int(outputs["num_detections"][0])
     boxes = np.asarray(outputs["boxes"][0, :count], np.float32)
     # The boxes are pixels of the resized image; scale each axis back.
