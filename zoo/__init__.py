@@ -10,5 +10,7 @@ from zoo.registry import build, describe, list_models, register
 from zoo import backbones  # noqa: E402,F401  (registers the backbone families)
 from zoo.detection import fast_rcnn  # noqa: E402,F401  (registers the detectors)
 
+from zoo.export import export  # noqa: E402  (the function; `zoo.export` the module stays importable by name)
+
 __version__ = "0.1.0"
-__all__ = ["build", "describe", "list_models", "register", "backbones"]
+__all__ = ["build", "describe", "export", "list_models", "register", "backbones"]
