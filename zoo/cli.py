@@ -1,4 +1,4 @@
-"""The `zoo` command: `zoo list|describe|train|evaluate|demo`.
+"""The `zoo` command: `zoo list|describe|train|evaluate|export|demo`.
 
     $ zoo list --task classification
     $ zoo describe resnet50 --set output_stride=16
@@ -7,6 +7,7 @@
     $ zoo train fast_rcnn_resnet50 --dataset voc:VOCdevkit/VOC2007 --image-size 448 448 --out runs/frcnn
     $ zoo evaluate fast_rcnn_resnet50 --weights runs/frcnn/model.keras --dataset voc:VOCdevkit/VOC2007 --split test \
           --image-size 448 448
+    $ zoo export resnet50 --weights imagenet --out exports/resnet50 --fold-batch-norm
     $ zoo demo
 """
 
@@ -278,6 +279,38 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    import zoo
+
+    overrides = dict(args.set or [])
+    if args.weights and str(args.weights).endswith(".keras"):
+        import keras
+
+        if not Path(args.weights).is_file():
+            raise ValueError(f"--weights {args.weights}: no such file")
+        if overrides:
+            raise ValueError("--set does not apply to a .keras model, which carries its own config")
+        model = keras.saving.load_model(args.weights, safe_mode=True)
+    else:
+        if args.weights is None:
+            print("zoo export: no --weights: exporting randomly initialised weights", file=sys.stderr)
+        model = zoo.build(args.model, weights=args.weights, **overrides)
+    proposal_options = None
+    if args.proposals:
+        proposal_options = {key: value for key, value in (
+            ("stride", args.proposal_stride), ("scales", args.proposal_scales),
+            ("aspect_ratios", args.proposal_ratios), ("max_proposals", args.max_proposals),
+        ) if value is not None}
+    directory = zoo.export(
+        model, args.out, overwrite=args.overwrite, batch_size=args.batch_size,
+        image_size=tuple(args.image_size) if args.image_size else None, jit_compile=args.jit_compile,
+        compute_dtype=args.compute_dtype, fold_batch_norm=args.fold_batch_norm,
+        proposals=args.proposals, proposal_options=proposal_options,
+    )
+    print(f"zoo export: SavedModel written to {directory}", file=sys.stderr)
+    return 0
+
+
 def _add_data_arguments(parser, *, split):
     parser.add_argument("model", help="a registered model name (zoo list)")
     parser.add_argument(
@@ -344,6 +377,27 @@ def make_parser() -> argparse.ArgumentParser:
     _add_data_arguments(evaluation, split="val")
     evaluation.add_argument("--weights", required=True, help="OUT/model.keras, a weights file or a tag")
     evaluation.set_defaults(run=cmd_evaluate)
+
+    exporting = commands.add_parser("export", help="a SavedModel whose serving_default takes uint8 images")
+    exporting.add_argument("model", help="a registered model name (zoo list)")
+    exporting.add_argument("--weights", help="a manifest tag, a weights file, or OUT/model.keras from zoo train")
+    exporting.add_argument("--out", required=True, help="the SavedModel directory")
+    exporting.add_argument("--set", action="append", type=_parse_override, metavar="KEY=VALUE",
+                           help="a config override, repeatable (not with a .keras model)")
+    exporting.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    exporting.add_argument("--batch-size", type=int, default=None, help="fixed batch (default: dynamic)")
+    exporting.add_argument("--image-size", nargs=2, type=int, default=None, metavar=("H", "W"),
+                           help="fix the image size (default: free where the model allows)")
+    exporting.add_argument("--jit-compile", action="store_true", help="XLA (a detector's NMS stays outside)")
+    exporting.add_argument("--compute-dtype", choices=("float16", "bfloat16"), help="mixed-precision compute")
+    exporting.add_argument("--fold-batch-norm", action="store_true", help="fold batch norm into the convolutions")
+    exporting.add_argument("--proposals", choices=("sliding_windows",),
+                           help="Fast R-CNN: compute proposals in the graph instead of taking rois")
+    exporting.add_argument("--proposal-stride", type=int, default=None, metavar="PIXELS")
+    exporting.add_argument("--proposal-scales", type=float, nargs="+", default=None, metavar="PIXELS")
+    exporting.add_argument("--proposal-ratios", type=float, nargs="+", default=None, metavar="H/W")
+    exporting.add_argument("--max-proposals", type=int, default=None, metavar="N")
+    exporting.set_defaults(run=cmd_export)
 
     demo = commands.add_parser("demo", help="build every registered model and print a table")
     demo.add_argument("pattern", nargs="?", default=None)

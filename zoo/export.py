@@ -158,8 +158,8 @@ def fold_batch_norm(model: keras.Model) -> keras.Model:
     Raises:
       TypeError: `model` is not a functional Keras model.
     """
-    if not isinstance(model, keras.Model) or not hasattr(model, "_inbound_nodes") or \
-            "layers" not in (model.get_config() or {}):
+    if not isinstance(model, keras.Model) or isinstance(model, keras.Sequential) or \
+            "output_layers" not in (model.get_config() or {}):
         raise TypeError(f"fold_batch_norm: model must be a functional keras.Model, got {type(model).__name__}")
     config = copy.deepcopy(model.get_config())
     pairs = _foldable_pairs(config)
@@ -462,7 +462,7 @@ def export(
         raise TypeError(f"export: model must be a keras.Model, got {type(model).__name__}")
     target = Path(directory)
     if target.exists() and not overwrite:
-        raise FileExistsError(f"export: directory {target} exists; pass overwrite=True to replace it")
+        raise FileExistsError(f"export: directory {target} exists; pass overwrite=True (zoo export --overwrite) to replace it")
     if target.exists() and not target.is_dir():
         raise FileExistsError(f"export: {target} exists and is not a directory")
     task = task or infer_task(model)
