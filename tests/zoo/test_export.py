@@ -306,3 +306,13 @@ def test_zoo_export_command(tmp_path, rng, capsys):
                                np.asarray(source(images.astype("float32"))), atol=1e-5)
     assert cli.main(argv) == 2
     assert "exists; pass overwrite=True" in capsys.readouterr().err
+
+
+def test_zoo_export_refuses_a_keras_file_with_a_lambda_layer(tmp_path, capsys):
+    # safe_mode=True: a .keras file that would run arbitrary Python on loading is an error.
+    inputs = keras.Input((8, 8, 3), name="images")
+    outputs = keras.layers.Dense(2, activation="softmax")(keras.layers.Flatten()(keras.layers.Lambda(lambda x: x * 2)(inputs)))
+    keras.Model(inputs, outputs).save(tmp_path / "lambda.keras")
+    assert cli.main(["export", "resnet18", "--weights", str(tmp_path / "lambda.keras"), "--out", str(tmp_path / "out")]) == 2
+    assert "safe_mode" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
