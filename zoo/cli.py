@@ -1,4 +1,4 @@
-"""The `zoo` command: `zoo list|describe|train|evaluate|predict|inspect|demo`.
+"""The `zoo` command: `zoo list|describe|train|evaluate|predict|inspect|export|demo`.
 
     $ zoo list --task classification
     $ zoo describe resnet50 --set output_stride=16
@@ -10,6 +10,7 @@
     $ zoo train faster_rcnn_resnet50 --dataset synthetic:800 --image-size 128 128 --out runs/faster
     $ zoo predict fast_rcnn_resnet50 --weights runs/frcnn/model.keras street.jpg --out predictions/
     $ zoo inspect vgg16 photo.jpg --layers block1_conv2 block1_pool --out fig.png --receptive-field block5_conv3
+    $ zoo export resnet50 --weights imagenet --out exports/resnet50 --fold-batch-norm
     $ zoo demo
 """
 
@@ -422,6 +423,38 @@ def _add_proposal_arguments(parser):
                            help="window (or anchor) aspect ratios, height / width (default: 0.5 1 2)")
 
 
+def cmd_export(args) -> int:
+    import zoo
+
+    overrides = dict(args.set or [])
+    if args.weights and str(args.weights).endswith(".keras"):
+        import keras
+
+        if not Path(args.weights).is_file():
+            raise ValueError(f"--weights {args.weights}: no such file")
+        if overrides:
+            raise ValueError("--set does not apply to a .keras model, which carries its own config")
+        model = keras.saving.load_model(args.weights, safe_mode=True)
+    else:
+        if args.weights is None:
+            print("zoo export: no --weights: exporting randomly initialised weights", file=sys.stderr)
+        model = zoo.build(args.model, weights=args.weights, **overrides)
+    proposal_options = None
+    if args.proposals:
+        proposal_options = {key: value for key, value in (
+            ("stride", args.proposal_stride), ("scales", args.proposal_scales),
+            ("aspect_ratios", args.proposal_ratios), ("max_proposals", args.max_proposals),
+        ) if value is not None}
+    directory = zoo.export(
+        model, args.out, overwrite=args.overwrite, batch_size=args.batch_size,
+        image_size=tuple(args.image_size) if args.image_size else None, jit_compile=args.jit_compile,
+        compute_dtype=args.compute_dtype, fold_batch_norm=args.fold_batch_norm,
+        proposals=args.proposals, proposal_options=proposal_options,
+    )
+    print(f"zoo export: SavedModel written to {directory}", file=sys.stderr)
+    return 0
+
+
 def _add_data_arguments(parser, *, split):
     parser.add_argument("model", help="a registered model name (zoo list)")
     parser.add_argument(
@@ -508,6 +541,26 @@ def make_parser() -> argparse.ArgumentParser:
     inspect.add_argument("--weights", help="a weights tag or file for a registered model (default: random)")
     inspect.add_argument("--set", action="append", type=_parse_override, metavar="KEY=VALUE")
     inspect.set_defaults(run=cmd_inspect)
+    exporting = commands.add_parser("export", help="a SavedModel whose serving_default takes uint8 images")
+    exporting.add_argument("model", help="a registered model name (zoo list)")
+    exporting.add_argument("--weights", help="a manifest tag, a weights file, or OUT/model.keras from zoo train")
+    exporting.add_argument("--out", required=True, help="the SavedModel directory")
+    exporting.add_argument("--set", action="append", type=_parse_override, metavar="KEY=VALUE",
+                           help="a config override, repeatable (not with a .keras model)")
+    exporting.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    exporting.add_argument("--batch-size", type=int, default=None, help="fixed batch (default: dynamic)")
+    exporting.add_argument("--image-size", nargs=2, type=int, default=None, metavar=("H", "W"),
+                           help="fix the image size (default: free where the model allows)")
+    exporting.add_argument("--jit-compile", action="store_true", help="XLA (a detector's NMS stays outside)")
+    exporting.add_argument("--compute-dtype", choices=("float16", "bfloat16"), help="mixed-precision compute")
+    exporting.add_argument("--fold-batch-norm", action="store_true", help="fold batch norm into the convolutions")
+    exporting.add_argument("--proposals", choices=("sliding_windows",),
+                           help="Fast R-CNN: compute proposals in the graph instead of taking rois")
+    exporting.add_argument("--proposal-stride", type=int, default=None, metavar="PIXELS")
+    exporting.add_argument("--proposal-scales", type=float, nargs="+", default=None, metavar="PIXELS")
+    exporting.add_argument("--proposal-ratios", type=float, nargs="+", default=None, metavar="H/W")
+    exporting.add_argument("--max-proposals", type=int, default=None, metavar="N")
+    exporting.set_defaults(run=cmd_export)
 
     demo = commands.add_parser("demo", help="build every registered model and print a table")
     demo.add_argument("pattern", nargs="?", default=None)
