@@ -9,6 +9,7 @@
 from zoo.registry import build, describe, list_models, register
 from zoo import backbones  # noqa: E402,F401  (registers the backbone families)
 from zoo.detection import fast_rcnn  # noqa: E402,F401  (registers the detectors)
+from zoo.segmentation import deeplab_v3_plus  # noqa: E402,F401  (registers the segmenters)
 
 __version__ = "0.1.0"
 __all__ = ["build", "describe", "list_models", "register", "backbones"]

@@ -7,6 +7,9 @@
     $ zoo train fast_rcnn_resnet50 --dataset voc:VOCdevkit/VOC2007 --image-size 448 448 --out runs/frcnn
     $ zoo evaluate fast_rcnn_resnet50 --weights runs/frcnn/model.keras --dataset voc:VOCdevkit/VOC2007 --split test \
           --image-size 448 448
+    $ zoo train deeplabv3plus_resnet50 --dataset synthetic:256 --image-size 65 65 --out runs/deeplab
+    $ zoo evaluate deeplabv3plus_resnet50 --weights runs/deeplab/model.keras --dataset synthetic:64 \
+          --image-size 65 65 --eval-scales 0.75 1 1.25 --add-flipped-images
     $ zoo demo
 """
 
@@ -160,11 +163,12 @@ def _builder(name, image_size, overrides, task="classification"):
     import zoo
 
     # Detectors count object classes (`num_classes`, the background is added); classifiers
-    # count outputs (`classes`).
-    count = "num_classes" if task == "detection" else "classes"
+    # count outputs (`classes`); segmenters count logits, the background included.
+    count = "classes" if task == "classification" else "num_classes"
+    extra = 1 if task == "segmentation" else 0
 
     def build(num_classes):
-        return zoo.build(name, **{count: num_classes}, input_shape=(*image_size, 3), **overrides)
+        return zoo.build(name, **{count: num_classes + extra}, input_shape=(*image_size, 3), **overrides)
 
     return build
 
@@ -256,8 +260,9 @@ def _load_trained(name, weights, image_size, classes, task="classification"):
         if not Path(weights).is_file():
             raise ValueError(f"--weights {weights}: no such file")
         return keras.saving.load_model(weights)
-    count = "num_classes" if task == "detection" else "classes"
-    return zoo.build(name, weights=weights, **{count: len(classes)}, input_shape=(*image_size, 3))
+    count = "classes" if task == "classification" else "num_classes"
+    extra = 1 if task == "segmentation" else 0
+    return zoo.build(name, weights=weights, **{count: len(classes) + extra}, input_shape=(*image_size, 3))
 
 
 def cmd_evaluate(args) -> int:
@@ -270,6 +275,8 @@ def cmd_evaluate(args) -> int:
     image_size = tuple(args.image_size)
     model = _load_trained(args.model, args.weights, image_size, source.class_names, task)
     task_options = _detection_options(args, image_size, training=False) if task == "detection" else None
+    if task == "segmentation":
+        task_options = {"eval_scales": tuple(args.eval_scales), "add_flipped_images": args.add_flipped_images}
     metrics = evaluate(
         model, source, task=task, batch_size=args.batch_size, image_size=image_size,
         verbose=0 if args.quiet else 1, task_options=task_options,
@@ -343,6 +350,10 @@ def make_parser() -> argparse.ArgumentParser:
     evaluation = commands.add_parser("evaluate", help="metrics of a trained model, ending with one JSON line")
     _add_data_arguments(evaluation, split="val")
     evaluation.add_argument("--weights", required=True, help="OUT/model.keras, a weights file or a tag")
+    evaluation.add_argument("--eval-scales", type=float, nargs="+", default=(1.0,), metavar="SCALE",
+                            help="segmentation: average the softmax over these input scales (DeepLab: 0.5 ... 1.75)")
+    evaluation.add_argument("--add-flipped-images", action="store_true",
+                            help="segmentation: also average over the horizontally flipped images")
     evaluation.set_defaults(run=cmd_evaluate)
 
     demo = commands.add_parser("demo", help="build every registered model and print a table")
