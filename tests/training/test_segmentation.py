@@ -9,6 +9,7 @@ import tensorflow as tf
 from tests.helpers import random_pixels
 from training import data
 from training.fit import evaluate
+from training.regularization import apply_weight_decay, set_batch_norm
 from training.segmentation import (
     MeanIoU,
     SegmentationCrossEntropy,
@@ -179,16 +180,27 @@ def test_a_few_steps_reduce_the_loss_on_a_fixed_batch():
 
 
 def test_task_evaluate_reports_miou_and_per_class_iou():
-    source = data.synthetic(6, image_size=48, num_classes=2, seed=1)
+    source = data.synthetic(4, image_size=32, num_classes=2, seed=1)
     model = build_deeplab_v3_plus(DeepLabV3PlusConfig(**TINY, num_classes=3), name="tiny")
     task = get_task("segmentation")
     assert task.monitor == "val_mIoU" and task.summary == "mIoU"
-    metrics = evaluate(model, source, task="segmentation", batch_size=4, image_size=(48, 48), verbose=0)
+    metrics = evaluate(model, source, task="segmentation", batch_size=4, image_size=(32, 32), verbose=0,
+                       task_options={"add_flipped_images": True})
     assert set(metrics) == {"mIoU", "IoU/background", f"IoU/{source.class_names[0]}", f"IoU/{source.class_names[1]}"}
     assert 0.0 <= metrics["mIoU"] <= 1.0
-    flipped = evaluate(model, source, task="segmentation", batch_size=4, image_size=(48, 48), verbose=0,
-                       task_options={"eval_scales": (0.75, 1.0), "add_flipped_images": True})
-    assert set(flipped) == set(metrics)
     wrong = build_deeplab_v3_plus(DeepLabV3PlusConfig(**TINY, num_classes=5), name="tiny")
     with pytest.raises(ValueError, match="5 classes"):
-        evaluate(wrong, source, task="segmentation", batch_size=4, image_size=(48, 48), verbose=0)
+        evaluate(wrong, source, task="segmentation", batch_size=4, image_size=(32, 32), verbose=0)
+
+
+def test_weight_decay_and_frozen_batch_norm_reach_the_aspp_sublayers():
+    model = build_deeplab_v3_plus(DeepLabV3PlusConfig(**TINY, num_classes=3, aspp_separable=False), name="tiny")
+    count = apply_weight_decay(model, 1e-4)
+    aspp = model.get_layer("aspp")
+    assert all(layer.kernel.regularizer is not None for layer in aspp.sublayers if hasattr(layer, "kernel"))
+    kernels = [v for v in model.trainable_weights if v.path.endswith("kernel")]
+    assert count == len(kernels)
+    expected = sum(0.5e-4 * float(np.sum(np.square(v.numpy()))) for v in kernels)
+    np.testing.assert_allclose(float(sum(model.losses)), expected, rtol=1e-4)
+    set_batch_norm(model, "frozen")
+    assert not any(layer.trainable for layer in aspp.sublayers if isinstance(layer, keras.layers.BatchNormalization))

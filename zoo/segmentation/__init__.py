@@ -7,5 +7,6 @@
 
 from zoo.segmentation import deeplab_v3_plus
 from zoo.segmentation.deeplab_v3_plus import DeepLabV3PlusConfig, build_deeplab_v3_plus
+from zoo.segmentation.slim_import import SlimLoadReport, load_slim_checkpoint
 
-__all__ = ["DeepLabV3PlusConfig", "build_deeplab_v3_plus", "deeplab_v3_plus"]
+__all__ = ["DeepLabV3PlusConfig", "SlimLoadReport", "build_deeplab_v3_plus", "deeplab_v3_plus", "load_slim_checkpoint"]
