@@ -1,4 +1,4 @@
-"""The `zoo` command: `zoo list|describe|train|evaluate|demo`.
+"""The `zoo` command: `zoo list|describe|train|evaluate|predict|demo`.
 
     $ zoo list --task classification
     $ zoo describe resnet50 --set output_stride=16
@@ -7,6 +7,7 @@
     $ zoo train fast_rcnn_resnet50 --dataset voc:VOCdevkit/VOC2007 --image-size 448 448 --out runs/frcnn
     $ zoo evaluate fast_rcnn_resnet50 --weights runs/frcnn/model.keras --dataset voc:VOCdevkit/VOC2007 --split test \
           --image-size 448 448
+    $ zoo predict fast_rcnn_resnet50 --weights runs/frcnn/model.keras street.jpg --out predictions/
     $ zoo train deeplabv3plus_resnet50 --dataset synthetic:256 --image-size 65 65 --out runs/deeplab
     $ zoo evaluate deeplabv3plus_resnet50 --weights runs/deeplab/model.keras --dataset synthetic:64 \
           --image-size 65 65 --eval-scales 0.75 1 1.25 --add-flipped-images
@@ -285,6 +286,66 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def _trained_image_size(args, model):
+    """`--image-size`, else the model's fixed input size, else the size `zoo train` used (`run.json`)."""
+    from zoo.predict import model_image_size
+
+    if args.image_size:
+        return tuple(args.image_size)
+    fixed = model_image_size(model)
+    if fixed:
+        return tuple(fixed)
+    run = Path(args.weights).parent / "run.json"
+    if run.is_file():
+        size = json.loads(run.read_text()).get("config", {}).get("image_size")
+        if size:
+            return tuple(size)
+    return None
+
+
+def cmd_predict(args) -> int:
+    import zoo
+    from zoo.predict import model_input_names, predict_files
+
+    task = zoo.describe(args.model).task
+    if task == "segmentation":
+        raise ValueError(f"zoo predict does not handle {task} models yet")
+    classes = _class_names(args, args.weights)
+    if str(args.weights).endswith(".keras"):
+        model = _load_trained(args.model, args.weights, None, classes, task)
+    else:
+        if classes is None:
+            raise ValueError("--classes is needed with a weights file or tag (there is no run.json beside it)")
+        size = tuple(args.image_size) if args.image_size else (None, None)
+        model = _load_trained(args.model, args.weights, size, classes, task)
+    image_size = _trained_image_size(args, model)
+    proposals = None
+    if "rois" in model_input_names(model):
+        if image_size is None:
+            raise ValueError("--image-size is needed: the sliding-window proposals are sized from it")
+        proposals = _detection_options(args, image_size, training=False)["proposals"]
+    records = predict_files(
+        model, args.images, args.out, task=task, class_names=classes, image_size=image_size, proposals=proposals,
+        score_threshold=args.score_threshold, top_k=args.top_k,
+    )
+    for record in records:
+        found = len(record["detections"]) if task == "detection" else record["top_k"][0].get("label", record["top_k"][0]["class"])
+        what = "detections" if task == "detection" else "top-1"
+        print(f"{record['image']}: {what} {found} -> {record['picture']}", file=sys.stderr)
+    print(f"zoo predict: {len(records)} images, results in {Path(args.out) / 'predictions.json'}", file=sys.stderr)
+    return 0
+
+
+def _add_proposal_arguments(parser):
+    detection = parser.add_argument_group("detection (sliding-window proposals; defaults from the image size)")
+    detection.add_argument("--proposal-stride", type=int, default=None, metavar="PIXELS",
+                           help="pixels between window centres (default: shorter side / 16)")
+    detection.add_argument("--proposal-scales", type=float, nargs="+", default=None, metavar="PIXELS",
+                           help="window sides (default: 1/8, 1/4, 1/2, 3/4 of the shorter side)")
+    detection.add_argument("--proposal-ratios", type=float, nargs="+", default=None, metavar="H/W",
+                           help="window aspect ratios, height / width (default: 0.5 1 2)")
+
+
 def _add_data_arguments(parser, *, split):
     parser.add_argument("model", help="a registered model name (zoo list)")
     parser.add_argument(
@@ -297,13 +358,7 @@ def _add_data_arguments(parser, *, split):
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quiet", action="store_true", help="no progress bar (train: one line per epoch)")
-    detection = parser.add_argument_group("detection (sliding-window proposals; defaults from the image size)")
-    detection.add_argument("--proposal-stride", type=int, default=None, metavar="PIXELS",
-                           help="pixels between window centres (default: shorter side / 16)")
-    detection.add_argument("--proposal-scales", type=float, nargs="+", default=None, metavar="PIXELS",
-                           help="window sides (default: 1/8, 1/4, 1/2, 3/4 of the shorter side)")
-    detection.add_argument("--proposal-ratios", type=float, nargs="+", default=None, metavar="H/W",
-                           help="window aspect ratios, height / width (default: 0.5 1 2)")
+    _add_proposal_arguments(parser)
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -355,6 +410,21 @@ def make_parser() -> argparse.ArgumentParser:
     evaluation.add_argument("--add-flipped-images", action="store_true",
                             help="segmentation: also average over the horizontally flipped images")
     evaluation.set_defaults(run=cmd_evaluate)
+
+    prediction = commands.add_parser(
+        "predict", help="run a model on image files; writes OUT/<image>.png and OUT/predictions.json",
+    )
+    prediction.add_argument("model", help="a registered model name (zoo list)")
+    prediction.add_argument("images", nargs="+", help="image files (JPEG, PNG, ...)")
+    prediction.add_argument("--weights", required=True, help="OUT/model.keras of zoo train, a weights file or a tag")
+    prediction.add_argument("--out", required=True, help="the directory for the pictures and predictions.json")
+    prediction.add_argument("--classes", help="comma-separated class names (default: run.json beside --weights)")
+    prediction.add_argument("--image-size", nargs=2, type=int, default=None, metavar=("H", "W"),
+                            help="the size the model runs at (default: its fixed input size, else run.json's)")
+    prediction.add_argument("--score-threshold", type=float, default=0.3, help="detection: the lowest score kept")
+    prediction.add_argument("--top-k", type=int, default=5, help="classification: classes listed per image")
+    _add_proposal_arguments(prediction)
+    prediction.set_defaults(run=cmd_predict)
 
     demo = commands.add_parser("demo", help="build every registered model and print a table")
     demo.add_argument("pattern", nargs="?", default=None)
