@@ -1,5 +1,6 @@
 """Keras layers and pure ops shared by the zoo's heads. Imports neither `zoo` nor `training`.
 
+- `ASPP`: DeepLab-v3's atrous spatial pyramid pooling (separable branches as an option).
 - `PixelNormalization`: raw pixels -> the normalisation a set of weights expects.
 - `RoIPooling`: Fast R-CNN RoI max pooling (exact) and the crop_and_resize fallback.
 - `ResizeBilinear`, `resample.resize_bilinear`, `resample.crop_and_resize`: the one bilinear
@@ -8,15 +9,18 @@
 """
 
 from layers import boxes, resample
+from layers.aspp import ASPP, atrous_rates_for
 from layers.preprocessing import PRESETS, PixelNormalization
 from layers.resample import ResizeBilinear, crop_and_resize, resize_bilinear
 from layers.roi_pooling import RoIPooling
 
 __all__ = [
+    "ASPP",
     "PRESETS",
     "PixelNormalization",
     "ResizeBilinear",
     "RoIPooling",
+    "atrous_rates_for",
     "boxes",
     "crop_and_resize",
     "resample",

@@ -20,6 +20,7 @@ from training.distribute import STRATEGIES, make_strategy
 from training.fit import TrainConfig, TrainingDiverged, TrainResult, evaluate, split_validation, train
 from training.optimizers import WarmupSchedule, make_optimizer
 from training.regularization import apply_weight_decay, default_weight_decay, freeze_stages, set_batch_norm
+from training.segmentation import MeanIoU, SegmentationCrossEntropy, evaluate_segmenter, predict_multiscale
 from training.tasks import TASKS, Task, get_task, register_task
 
 __all__ = [
@@ -29,7 +30,9 @@ __all__ = [
     "EarlyStopping",
     "FastRCNNTrainer",
     "FasterRCNNTrainer",
+    "MeanIoU",
     "STRATEGIES",
+    "SegmentationCrossEntropy",
     "StopOnNaN",
     "TASKS",
     "Task",
@@ -42,12 +45,14 @@ __all__ = [
     "default_weight_decay",
     "evaluate",
     "evaluate_detector",
+    "evaluate_segmenter",
     "fast_rcnn_loss",
     "freeze_stages",
     "get_task",
     "make_optimizer",
     "make_strategy",
     "match_rois",
+    "predict_multiscale",
     "register_task",
     "sample_rois",
     "save_model_atomically",

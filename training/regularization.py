@@ -127,9 +127,10 @@ def freeze_stages(model: keras.Model, stages: int) -> list[str]:
 
 
 def _all_layers(model):
-    """Every layer, descending into nested models (a backbone inside a detector)."""
+    """Every layer, descending into nested models (a backbone inside a detector) and into the
+    sublayers of composite layers (the convolutions and batch norms inside `layers.ASPP`)."""
     for layer in model.layers:
         if isinstance(layer, keras.Model):
             yield from _all_layers(layer)
         else:
-            yield layer
+            yield from layer._flatten_layers(include_self=True, recursive=True)

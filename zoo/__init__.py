@@ -13,6 +13,7 @@ from zoo import inspect  # noqa: E402,F401  (receptive fields and feature maps)
 from zoo.detection import faster_rcnn  # noqa: E402,F401
 
 from zoo.export import export  # noqa: E402  (the function; `zoo.export` the module stays importable by name)
+from zoo.segmentation import deeplab_v3_plus  # noqa: E402,F401  (registers the segmenters)
 
 __version__ = "0.1.0"
 __all__ = ["build", "describe", "export", "list_models", "register", "backbones", "inspect"]

@@ -11,6 +11,9 @@
     $ zoo predict fast_rcnn_resnet50 --weights runs/frcnn/model.keras street.jpg --out predictions/
     $ zoo inspect vgg16 photo.jpg --layers block1_conv2 block1_pool --out fig.png --receptive-field block5_conv3
     $ zoo export resnet50 --weights imagenet --out exports/resnet50 --fold-batch-norm
+    $ zoo train deeplabv3plus_resnet50 --dataset synthetic:256 --image-size 65 65 --out runs/deeplab
+    $ zoo evaluate deeplabv3plus_resnet50 --weights runs/deeplab/model.keras --dataset synthetic:64 \
+          --image-size 65 65 --eval-scales 0.75 1 1.25 --add-flipped-images
     $ zoo demo
 """
 
@@ -208,11 +211,12 @@ def _builder(name, image_size, overrides, task="classification"):
     import zoo
 
     # Detectors count object classes (`num_classes`, the background is added); classifiers
-    # count outputs (`classes`).
-    count = "num_classes" if task == "detection" else "classes"
+    # count outputs (`classes`); segmenters count logits, the background included.
+    count = "classes" if task == "classification" else "num_classes"
+    extra = 1 if task == "segmentation" else 0
 
     def build(num_classes):
-        return zoo.build(name, **{count: num_classes}, input_shape=(*image_size, 3), **overrides)
+        return zoo.build(name, **{count: num_classes + extra}, input_shape=(*image_size, 3), **overrides)
 
     return build
 
@@ -337,8 +341,9 @@ def _load_trained(name, weights, image_size, classes, task="classification"):
         if not Path(weights).is_file():
             raise ValueError(f"--weights {weights}: no such file")
         return keras.saving.load_model(weights)
-    count = "num_classes" if task == "detection" else "classes"
-    return zoo.build(name, weights=weights, **{count: len(classes)}, input_shape=(*image_size, 3))
+    count = "classes" if task == "classification" else "num_classes"
+    extra = 1 if task == "segmentation" else 0
+    return zoo.build(name, weights=weights, **{count: len(classes) + extra}, input_shape=(*image_size, 3))
 
 
 def cmd_evaluate(args) -> int:
@@ -353,6 +358,8 @@ def cmd_evaluate(args) -> int:
     task_options = None
     if task == "detection":
         task_options = _detection_options(args, image_size, training=False, rpn=_has_rpn(args.model))
+    if task == "segmentation":
+        task_options = {"eval_scales": tuple(args.eval_scales), "add_flipped_images": args.add_flipped_images}
     metrics = evaluate(
         model, source, task=task, batch_size=args.batch_size, image_size=image_size,
         verbose=0 if args.quiet else 1, task_options=task_options,
@@ -514,6 +521,10 @@ def make_parser() -> argparse.ArgumentParser:
     evaluation = commands.add_parser("evaluate", help="metrics of a trained model, ending with one JSON line")
     _add_data_arguments(evaluation, split="val")
     evaluation.add_argument("--weights", required=True, help="OUT/model.keras, a weights file or a tag")
+    evaluation.add_argument("--eval-scales", type=float, nargs="+", default=(1.0,), metavar="SCALE",
+                            help="segmentation: average the softmax over these input scales (DeepLab: 0.5 ... 1.75)")
+    evaluation.add_argument("--add-flipped-images", action="store_true",
+                            help="segmentation: also average over the horizontally flipped images")
     evaluation.set_defaults(run=cmd_evaluate)
 
     prediction = commands.add_parser(

@@ -14,6 +14,7 @@ from tests.helpers import random_pixels
 SMALL = {
     "classification": dict(input_shape=(64, 64, 3), classes=5, classifier_activation="softmax"),
     "detection": dict(num_classes=4, max_detections=7),
+    "segmentation": dict(num_classes=5, input_shape=(64, 64, 3)),
 }
 
 # Detectors with an RPN: anchors that fit a 64-pixel image, and 3 proposals (as the 3 RoIs above).
@@ -46,6 +47,11 @@ def probabilities(name, outputs):
         probs = np.asarray(outputs["class_probs"])
         assert probs.shape == (2, 3, 5)
         return probs
+    if zoo.describe(name).task == "segmentation":
+        logits = np.asarray(outputs, np.float64)
+        assert logits.shape == (2, 64, 64, 5)
+        exp = np.exp(logits - logits.max(axis=-1, keepdims=True))
+        return exp / exp.sum(axis=-1, keepdims=True)
     probs = np.asarray(outputs)
     assert probs.shape == (2, 5)
     return probs

@@ -1,0 +1,296 @@
+"""DeepLab-v3+: an atrous encoder (any registered backbone), ASPP and a stride-4 decoder.
+
+Paper: Chen, Zhu, Papandreou, Schroff, Adam, "Encoder-Decoder with Atrous Separable Convolution
+for Semantic Image Segmentation", ECCV 2018, https://arxiv.org/abs/1802.02611. The numbers
+(ASPP rates, 48-channel projection, two 3x3 convolutions of 256, batch norm 0.9997 / 1e-5,
+align-corners resizes, concatenation orders) follow the reference implementation,
+tensorflow/models `research/deeplab/model.py`.
+
+Shapes: B images of H x W pixels, K classes (the background included: 21 for PASCAL VOC),
+OS the encoder's output stride (8 or 16).
+
+    images [B, H, W, 3] raw pixels
+      └─ backbone (dilated to OS) ─┬─ C2 [B, H/4, W/4, c2] ─ feature_projection0: 1x1, 48, BN, ReLU ───────────┐
+                                   └─ last map [B, H/OS, W/OS, C] ─ aspp (layers.ASPP) ─ decoder_upsample ──────┴─ concat
+         ─ decoder_conv0, decoder_conv1: 3x3, 256, BN, ReLU (separable: depthwise + pointwise)
+         ─ logits_semantic: 1x1, K, with bias ─ upsample_logits ─ logits [B, H, W, K] (float32)
+
+Sizes are rounded up at each stride (`ceil(H / 4)`), so any H, W of at least 32 pixels works,
+and the logits are resized to exactly H x W. Every resize is `layers.resize_bilinear(...,
+align_corners=True)`, DeepLab's; with the 4k + 1 sizes DeepLab crops to (513), its corner
+pixels map onto each other at every stride. With `decoder_output_stride=None` the model is
+DeepLab-v3 (logits from the ASPP output).
+
+Layer names follow DeepLab's slim scopes (`aspp0`, `decoder_conv0_depthwise`,
+`feature_projection0`, `logits_semantic` for `logits/semantic`; `<scope>_bn` for
+`<scope>/BatchNorm`), and `head_slim_scopes` gives the exact correspondence that
+`zoo.segmentation.slim_import` uses.
+
+Batch norm: DeepLab's head uses decay 0.9997 and epsilon 1e-5 (`batch_norm_momentum`,
+`batch_norm_epsilon`); its ResNet backbones decay 0.95 and epsilon 1e-5, Xception and
+MobileNet-v2 0.9997 and 1e-3 (`backbone_batch_norm_*`). `fine_tune_batch_norm=False` builds
+every batch norm frozen (`trainable=False`: moving statistics and fixed scale and offset), as
+DeepLab runs them in inference mode for small batches. A training run's `batch_norm` option
+(`training.TrainConfig.batch_norm`, `zoo train --batch-norm`) sets the same switch for the run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import keras
+
+from layers import ASPP, ResizeBilinear, atrous_rates_for
+from zoo.backbones import backbone_features
+from zoo.backbones._common import PREPROCESSING_CHOICES, check_choice, image_input
+from zoo.registry import get_spec, register
+
+PAPER = "Chen et al., Encoder-Decoder with Atrous Separable Convolution for Semantic Image Segmentation (DeepLab-v3+), ECCV 2018, https://arxiv.org/abs/1802.02611"
+MIN_INPUT_SIZE = 32
+# DeepLab's initialisers (truncated normal standard deviations).
+LOGITS_STDDEV = 0.01
+DEPTHWISE_STDDEV = 0.33
+POINTWISE_STDDEV = 0.06
+
+
+@dataclasses.dataclass(frozen=True)
+class DeepLabV3PlusConfig:
+    """Configuration of a DeepLab-v3+ segmenter.
+
+    Attributes:
+      backbone: a registered backbone with a feature contract (`zoo.describe(name).is_backbone`)
+        and an `output_stride` option; the decoder taps its `C2`, the ASPP its deepest map.
+      num_classes: K, the classes of the logits, background included (21 for PASCAL VOC).
+      output_stride: 16 or 8, the encoder's stride (the backbone's dilation switch).
+      atrous_rates: the ASPP's 3x3 rates; None derives DeepLab's from `output_stride`
+        ((6, 12, 18) at 16, (12, 24, 36) at 8).
+      decoder_output_stride: 4 (DeepLab-v3+) or None (no decoder: DeepLab-v3).
+      aspp_separable, decoder_separable: DeepLab's `aspp_with_separable_conv` and
+        `decoder_use_separable_conv` (both True by default in DeepLab's flags).
+      image_pooling: the ASPP's image-level branch.
+      aspp_filters, decoder_projection_filters, decoder_filters: 256, 48, 256 in DeepLab.
+      dropout: after the ASPP projection in training (DeepLab's keep_prob 0.9).
+      batch_norm_momentum, batch_norm_epsilon: of the head's batch norms (0.9997, 1e-5).
+      backbone_batch_norm_momentum, backbone_batch_norm_epsilon: given to the backbone when
+        set (DeepLab: ResNet 0.95 and 1e-5); None keeps the backbone's own.
+      fine_tune_batch_norm: False freezes every batch norm (see the module docstring).
+      input_shape: `(H, W, 3)`; H and W may be None (any size of at least 32 pixels).
+      preprocessing: the in-graph normalisation of raw pixels for the backbone's weights:
+        "caffe" (keras.applications ResNet), "tf" ([-1, 1]: `*_beta`, Xception, MobileNet-v2),
+        "deeplab_resnet" (DeepLab's resnet_v1 checkpoints), or None.
+    """
+
+    backbone: str = "resnet50"
+    num_classes: int = 21
+    output_stride: int = 16
+    atrous_rates: tuple[int, ...] | None = None
+    decoder_output_stride: int | None = 4
+    aspp_separable: bool = True
+    decoder_separable: bool = True
+    image_pooling: bool = True
+    aspp_filters: int = 256
+    decoder_projection_filters: int = 48
+    decoder_filters: int = 256
+    dropout: float = 0.1
+    batch_norm_momentum: float = 0.9997
+    batch_norm_epsilon: float = 1e-5
+    backbone_batch_norm_momentum: float | None = None
+    backbone_batch_norm_epsilon: float | None = None
+    fine_tune_batch_norm: bool = True
+    input_shape: tuple[int | None, ...] = (None, None, 3)
+    preprocessing: str | None = "caffe"
+
+    def __post_init__(self):
+        check_choice(self.output_stride, (8, 16), argument="output_stride")
+        check_choice(self.decoder_output_stride, (4, None), argument="decoder_output_stride")
+        check_choice(self.preprocessing, (None,) + PREPROCESSING_CHOICES, argument="preprocessing")
+        if self.num_classes < 1:
+            raise ValueError(f"num_classes must be a positive integer, got {self.num_classes}")
+        if self.atrous_rates is not None and any(rate < 1 for rate in self.atrous_rates):
+            raise ValueError(f"atrous_rates must be positive integers or None, got {self.atrous_rates}")
+        for name in ("aspp_filters", "decoder_projection_filters", "decoder_filters"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        for name in ("batch_norm_momentum", "backbone_batch_norm_momentum"):
+            value = getattr(self, name)
+            if value is not None and not 0.0 <= value < 1.0:
+                raise ValueError(f"{name} must be in [0, 1), got {value}")
+        for name in ("batch_norm_epsilon", "backbone_batch_norm_epsilon"):
+            value = getattr(self, name)
+            if value is not None and not 0.0 < value < 1.0:
+                raise ValueError(f"{name} must be in (0, 1), got {value}")
+        if len(self.input_shape) != 3 or self.input_shape[2] != 3:
+            raise ValueError(f"input_shape must be (height, width, 3), got {self.input_shape}")
+        for size in self.input_shape[:2]:
+            if size is not None and size < MIN_INPUT_SIZE:
+                raise ValueError(f"input_shape {self.input_shape}: sides must be at least {MIN_INPUT_SIZE} pixels")
+        spec = get_spec(self.backbone)
+        if spec.features is None or not hasattr(spec.config, "output_stride"):
+            raise ValueError(
+                f"backbone must be a registered backbone with feature maps and an output_stride option, "
+                f"got {self.backbone!r} ({spec.task})"
+            )
+
+    @property
+    def rates(self) -> tuple[int, ...]:
+        """The ASPP rates in use: `atrous_rates`, or DeepLab's for `output_stride`."""
+        return tuple(self.atrous_rates) if self.atrous_rates is not None else atrous_rates_for(self.output_stride)
+
+
+# --------------------------------------------------------------------------- blocks
+
+
+def _batch_norm(x, config, *, name):
+    return keras.layers.BatchNormalization(
+        momentum=config.batch_norm_momentum, epsilon=config.batch_norm_epsilon, name=name
+    )(x)
+
+
+def conv_bn_relu(x, filters, kernel_size, config, *, name, initializer="glorot_uniform"):
+    """Convolution `name` (no bias), batch norm `{name}_bn`, ReLU: slim's conv2d in DeepLab's arg scope."""
+    x = keras.layers.Conv2D(
+        filters, kernel_size, padding="same", use_bias=False, kernel_initializer=initializer, name=name
+    )(x)
+    x = _batch_norm(x, config, name=f"{name}_bn")
+    return keras.layers.Activation("relu", name=f"{name}_relu")(x)
+
+
+def split_separable_conv_bn_relu(x, filters, config, *, name, rate=1):
+    """DeepLab's `_split_separable_conv2d`: `{name}_depthwise` 3x3 (rate), BN, ReLU, then
+    `{name}_pointwise` 1x1, BN, ReLU."""
+    x = keras.layers.DepthwiseConv2D(
+        3, dilation_rate=rate, padding="same", use_bias=False,
+        depthwise_initializer=keras.initializers.TruncatedNormal(stddev=DEPTHWISE_STDDEV), name=f"{name}_depthwise",
+    )(x)
+    x = _batch_norm(x, config, name=f"{name}_depthwise_bn")
+    x = keras.layers.Activation("relu", name=f"{name}_depthwise_relu")(x)
+    return conv_bn_relu(
+        x, filters, 1, config, name=f"{name}_pointwise",
+        initializer=keras.initializers.TruncatedNormal(stddev=POINTWISE_STDDEV),
+    )
+
+
+def decoder(context, low_level, config: DeepLabV3PlusConfig):
+    """DeepLab-v3+'s decoder: `[B, H/4, W/4, decoder_filters]` from the ASPP output and C2.
+
+    The ASPP output is resized to C2's size and concatenated before the 48-channel projection
+    of C2 (DeepLab's order, so slim's `decoder_conv0` weights import as they are).
+    """
+    projected = conv_bn_relu(low_level, config.decoder_projection_filters, 1, config, name="feature_projection0")
+    context = ResizeBilinear(name="decoder_upsample")([context, projected])
+    x = keras.layers.Concatenate(name="decoder_concat")([context, projected])
+    for index in range(2):
+        if config.decoder_separable:
+            x = split_separable_conv_bn_relu(x, config.decoder_filters, config, name=f"decoder_conv{index}")
+        else:
+            # slim.repeat(..., scope="decoder_conv0") names its convolutions decoder_conv0_1, _2.
+            x = conv_bn_relu(x, config.decoder_filters, 3, config, name=f"decoder_conv0_{index + 1}")
+    return x
+
+
+def head_slim_scopes(config: DeepLabV3PlusConfig) -> dict[str, str]:
+    """`{Keras layer name: DeepLab slim scope}` for the decoder and the logits of `config`.
+
+    The ASPP's sublayers carry their slim scopes as names already (`layers.aspp`), without an
+    outer scope; a batch norm `<layer>_bn` is `<scope>/BatchNorm`.
+    """
+    scopes = {"logits_semantic": "logits/semantic"}
+    if config.decoder_output_stride is not None:
+        scopes["feature_projection0"] = "decoder/feature_projection0"
+        for index in range(2):
+            if config.decoder_separable:
+                for part in ("depthwise", "pointwise"):
+                    scopes[f"decoder_conv{index}_{part}"] = f"decoder/decoder_conv{index}_{part}"
+            else:
+                scopes[f"decoder_conv0_{index + 1}"] = f"decoder/decoder_conv0/decoder_conv0_{index + 1}"
+    return scopes
+
+
+# --------------------------------------------------------------------------- builder
+
+
+def backbone_overrides(config: DeepLabV3PlusConfig) -> dict:
+    """The overrides the segmenter gives its backbone's config."""
+    overrides = {"output_stride": config.output_stride, "preprocessing": config.preprocessing}
+    if config.backbone_batch_norm_momentum is not None:
+        overrides["batch_norm_momentum"] = config.backbone_batch_norm_momentum
+    if config.backbone_batch_norm_epsilon is not None:
+        overrides["batch_norm_epsilon"] = config.backbone_batch_norm_epsilon
+    return overrides
+
+
+def build_deeplab_v3_plus(config: DeepLabV3PlusConfig, *, name: str = "deeplab_v3_plus") -> keras.Model:
+    """A DeepLab-v3+ segmenter: raw pixels `[B, H, W, 3]` -> logits `[B, H, W, K]` (float32).
+
+    Example:
+      >>> model = zoo.build("deeplabv3plus_resnet50", num_classes=3, input_shape=(65, 65, 3))
+      >>> model(images).shape  # (B, 65, 65, 3)
+    """
+    images = image_input(config.input_shape)
+    features = backbone_features(config.backbone, images, **backbone_overrides(config))
+    deepest = features[max(features, key=lambda key: int(key[1:]))]
+    if deepest.stride != config.output_stride:
+        raise ValueError(
+            f"backbone {config.backbone!r}: its deepest map has stride {deepest.stride}, not output_stride "
+            f"{config.output_stride}"
+        )
+    context = ASPP(
+        config.aspp_filters, atrous_rates=config.rates, separable=config.aspp_separable,
+        image_pooling=config.image_pooling, dropout=config.dropout, batch_norm_momentum=config.batch_norm_momentum,
+        batch_norm_epsilon=config.batch_norm_epsilon, name="aspp",
+    )(deepest.tensor)
+    x = context
+    if config.decoder_output_stride is not None:
+        low_level = features.get("C2")
+        if low_level is None or low_level.stride != config.decoder_output_stride:
+            raise ValueError(f"backbone {config.backbone!r} has no stride-4 map C2 for the decoder")
+        x = decoder(context, low_level.tensor, config)
+    # float32 logits: a float16 softmax over many pixels would lose precision in the loss.
+    logits = keras.layers.Conv2D(
+        config.num_classes, 1, kernel_initializer=keras.initializers.TruncatedNormal(stddev=LOGITS_STDDEV),
+        dtype="float32", name="logits_semantic",
+    )(x)
+    logits = ResizeBilinear(name="upsample_logits", dtype="float32")([logits, images])
+    model = keras.Model(images, logits, name=name)
+    if not config.fine_tune_batch_norm:
+        for layer in model._flatten_layers(include_self=False):
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.trainable = False
+    return model
+
+
+# --------------------------------------------------------------------------- variants
+
+
+def _register(name):
+    return register(name, task="segmentation", builder=build_deeplab_v3_plus, paper=PAPER)
+
+
+# DeepLab's batch norm for ResNet backbones (decay 0.95, epsilon 1e-5).
+_RESNET_BATCH_NORM = dict(backbone_batch_norm_momentum=0.95, backbone_batch_norm_epsilon=1e-5)
+
+
+@_register("deeplabv3plus_resnet50")
+def deeplabv3plus_resnet50() -> DeepLabV3PlusConfig:
+    """DeepLab-v3+ on ResNet-50 (keras.applications layout, ImageNet-loadable), OS 16, 21 classes."""
+    return DeepLabV3PlusConfig(backbone="resnet50", preprocessing="caffe", **_RESNET_BATCH_NORM)
+
+
+@_register("deeplabv3plus_resnet101")
+def deeplabv3plus_resnet101() -> DeepLabV3PlusConfig:
+    """DeepLab-v3+ on ResNet-101 (keras.applications layout, ImageNet-loadable), OS 16, 21 classes."""
+    return DeepLabV3PlusConfig(backbone="resnet101", preprocessing="caffe", **_RESNET_BATCH_NORM)
+
+
+@_register("deeplabv3plus_resnet50_beta")
+def deeplabv3plus_resnet50_beta() -> DeepLabV3PlusConfig:
+    """DeepLab-v3+ on DeepLab's ResNet-50 beta (3x3 stem, [-1, 1] inputs), OS 16, 21 classes."""
+    return DeepLabV3PlusConfig(backbone="resnet50_beta", preprocessing="tf", **_RESNET_BATCH_NORM)
+
+
+@_register("deeplabv3plus_resnet101_beta")
+def deeplabv3plus_resnet101_beta() -> DeepLabV3PlusConfig:
+    """DeepLab-v3+ on DeepLab's ResNet-101 beta (3x3 stem, [-1, 1] inputs), OS 16, 21 classes."""
+    return DeepLabV3PlusConfig(backbone="resnet101_beta", preprocessing="tf", **_RESNET_BATCH_NORM)

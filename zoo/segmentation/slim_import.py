@@ -1,0 +1,189 @@
+"""Import DeepLab's TF-slim (TF1) checkpoints into the zoo's DeepLab-v3+ models, with a report.
+
+The DeepLab model zoo publishes TF1 checkpoints whose variables are named by slim scopes:
+`resnet_v1_101/block1/unit_1/bottleneck_v1/conv1/weights` (backbone), `aspp0/weights`,
+`image_pooling/BatchNorm/gamma`, `decoder/feature_projection0/BatchNorm/moving_mean`,
+`decoder/decoder_conv0_depthwise/depthwise_weights`, `logits/semantic/biases` (head).
+
+The name map, Keras variable path -> slim name:
+- Head: the zoo's head layers carry DeepLab's scopes as names (`layers.aspp`,
+  `zoo.segmentation.deeplab_v3_plus.head_slim_scopes`): inside the `aspp` layer, a sublayer
+  `aspp1_depthwise` is the scope `aspp1_depthwise`; `feature_projection0` is
+  `decoder/feature_projection0`; `logits_semantic` is `logits/semantic`. Variables: `kernel` ->
+  `weights` (`depthwise_weights` for a depthwise scope), `bias` -> `biases`, and the batch norm
+  `<layer>_bn/{gamma, beta, moving_mean, moving_variance}` -> `<scope>/BatchNorm/<same>`.
+- Backbone: a function `backbone_map(model) -> {keras variable path: slim name}` given by the
+  backbone family (the ResNet, MobileNet-v2 and Xception families' maps). Backbone variables
+  that no map names are listed as `unmapped` in the report, never silently skipped.
+
+Keras and slim lay kernels out alike (`[kh, kw, in, out]`, depthwise `[kh, kw, in, 1]`), so a
+value is assigned as it is stored. Nothing is assigned when `strict=True` finds a problem.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import tensorflow as tf
+
+from layers.aspp import ASPP, aspp_slim_names, slim_variable_name
+from zoo.segmentation.deeplab_v3_plus import DeepLabV3PlusConfig, head_slim_scopes
+
+# Checkpoint entries that are training state, not model weights: never "unexpected".
+TRAINING_STATE_SUFFIXES = ("/Momentum", "/ExponentialMovingAverage", "/Adam", "/Adam_1", "/RMSProp", "/RMSProp_1")
+TRAINING_STATE_NAMES = ("global_step",)
+
+
+@dataclasses.dataclass
+class SlimLoadReport:
+    """What `load_slim_checkpoint` did.
+
+    Attributes:
+      loaded: slim names assigned to the model.
+      missing: slim names the model needs that the checkpoint lacks (the head's, when only an
+        ImageNet backbone checkpoint is given).
+      unexpected: checkpoint variables the model has no place for (training state such as
+        `global_step` and optimizer slots left out).
+      shape_mismatched: `(slim name, checkpoint shape, model shape)` (a `resnet_v1_101`
+        checkpoint given to the `_beta` model: its stem differs; a 21-class logits layer
+        given to a 3-class model).
+      unmapped: Keras variable paths without a slim name (a backbone without a map).
+    """
+
+    loaded: list[str] = dataclasses.field(default_factory=list)
+    missing: list[str] = dataclasses.field(default_factory=list)
+    unexpected: list[str] = dataclasses.field(default_factory=list)
+    shape_mismatched: list[tuple[str, tuple, tuple]] = dataclasses.field(default_factory=list)
+    unmapped: list[str] = dataclasses.field(default_factory=list)
+
+    @property
+    def complete(self) -> bool:
+        """Every variable of the model was loaded."""
+        return not (self.missing or self.shape_mismatched or self.unmapped)
+
+    def __str__(self) -> str:
+        lines = [
+            f"slim checkpoint: {len(self.loaded)} loaded, {len(self.missing)} missing, "
+            f"{len(self.unexpected)} unexpected, {len(self.shape_mismatched)} shape-mismatched, "
+            f"{len(self.unmapped)} without a slim name"
+        ]
+
+        def section(title, items, limit=10):
+            if items:
+                lines.append(f"  {title}:")
+                lines.extend(f"    {item}" for item in items[:limit])
+                if len(items) > limit:
+                    lines.append(f"    ... and {len(items) - limit} more")
+
+        section("missing from the checkpoint", self.missing)
+        section("unexpected in the checkpoint", self.unexpected)
+        section(
+            "shape mismatches (checkpoint vs model)",
+            [f"{name}: {list(stored)} vs {list(wanted)}" for name, stored, wanted in self.shape_mismatched],
+        )
+        section("model variables without a slim name", self.unmapped)
+        return "\n".join(lines)
+
+
+# Every head scope the builder can create, separable decoder or not (their names differ).
+_HEAD_SCOPES = {
+    **head_slim_scopes(DeepLabV3PlusConfig(decoder_separable=True)),
+    **head_slim_scopes(DeepLabV3PlusConfig(decoder_separable=False)),
+}
+
+
+def head_slim_names(model) -> dict[str, str]:
+    """`{variable.path: slim name}` for the ASPP, decoder and logits variables of `model`."""
+    names = {}
+    for layer in model.layers:
+        if isinstance(layer, ASPP):
+            names.update(aspp_slim_names(layer))
+            continue
+        is_batch_norm = layer.name.endswith("_bn")
+        scope = _HEAD_SCOPES.get(layer.name.removesuffix("_bn") if is_batch_norm else layer.name)
+        if scope is None:
+            continue
+        for variable in layer.weights:
+            inner = variable.path.rsplit("/", 1)[1]
+            names[variable.path] = slim_variable_name(f"{scope}{'_bn' if is_batch_norm else ''}/{inner}")
+    return names
+
+
+def _is_training_state(name: str) -> bool:
+    return name in TRAINING_STATE_NAMES or name.endswith(TRAINING_STATE_SUFFIXES)
+
+
+def load_slim_checkpoint(
+    model,
+    path,
+    *,
+    backbone_map: Callable[..., dict[str, str]] | None = None,
+    strict: bool = False,
+) -> SlimLoadReport:
+    """Assign a DeepLab TF-slim checkpoint's variables to a zoo DeepLab-v3+ model by name.
+
+    Args:
+      model: a model built by `zoo.build("deeplabv3plus_...")`.
+      path: a TF1 checkpoint prefix (`model.ckpt-30000`) or its directory.
+      backbone_map: `(model) -> {keras variable path: slim name}` for the backbone's variables;
+        None loads the head only (the backbone's variables are then `unmapped`).
+      strict: raise ValueError (assigning nothing) unless every model variable is loaded and
+        the checkpoint has nothing unexpected.
+
+    Returns:
+      A `SlimLoadReport`; `print(report)` explains it.
+
+    Raises:
+      ValueError: the path is not a checkpoint, two variables map to one slim name, or
+        `strict` found a problem.
+
+    Example:
+      >>> report = load_slim_checkpoint(model, "deeplabv3_pascal_train_aug/model.ckpt")
+      >>> print(report)
+    """
+    try:
+        reader = tf.train.load_checkpoint(str(path))
+    except (tf.errors.NotFoundError, tf.errors.DataLossError, ValueError) as error:
+        raise ValueError(f"load_slim_checkpoint: {path} is not a TF checkpoint: {error}") from None
+    stored_shapes = reader.get_variable_to_shape_map()
+
+    names = head_slim_names(model)
+    if backbone_map is not None:
+        backbone = backbone_map(model)
+        overlap = sorted(set(backbone) & set(names))
+        if overlap:
+            raise ValueError(f"load_slim_checkpoint: backbone_map names head variables: {overlap[:5]}")
+        names.update(backbone)
+    inverse: dict[str, str] = {}
+    for keras_path, slim_name in names.items():
+        if slim_name in inverse:
+            raise ValueError(
+                f"load_slim_checkpoint: {inverse[slim_name]} and {keras_path} both map to {slim_name}"
+            )
+        inverse[slim_name] = keras_path
+
+    report = SlimLoadReport()
+    assignments = []
+    for variable in model.weights:
+        slim_name = names.get(variable.path)
+        if slim_name is None:
+            report.unmapped.append(variable.path)
+        elif slim_name not in stored_shapes:
+            report.missing.append(slim_name)
+        elif tuple(stored_shapes[slim_name]) != tuple(variable.shape):
+            report.shape_mismatched.append((slim_name, tuple(stored_shapes[slim_name]), tuple(variable.shape)))
+        else:
+            assignments.append((variable, slim_name))
+    report.unexpected = sorted(
+        name for name in stored_shapes if name not in inverse and not _is_training_state(name)
+    )
+    if strict and (not report.complete or report.unexpected):
+        raise ValueError(f"load_slim_checkpoint(strict=True): nothing was assigned\n{report}")
+    for variable, slim_name in assignments:
+        variable.assign(reader.get_tensor(slim_name).astype(variable.dtype))
+        report.loaded.append(slim_name)
+    return report
+
+
+__all__ = ["SlimLoadReport", "head_slim_names", "load_slim_checkpoint"]
