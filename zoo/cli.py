@@ -127,20 +127,9 @@ def cmd_describe(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    import zoo
+    from zoo.demo import run_demo
 
-    rows = []
-    names = zoo.list_models(args.pattern)
-    print(f"Building {len(names)} registered models with their default configuration ...", flush=True)
-    for name in names:
-        start = time.perf_counter()
-        model = zoo.build(name)
-        seconds = time.perf_counter() - start
-        rows.append([name, zoo.describe(name).task, f"{model.count_params():,}", _outputs_text(model), f"{seconds:.1f}s"])
-        print(f"  {name}: {seconds:.1f}s", flush=True)
-        _release(model)
-    print()
-    print(_table(rows, ["name", "task", "parameters", "output shapes", "build time"]))
+    run_demo(args.out, quick=args.quick)
     return 0
 
 
@@ -573,8 +562,11 @@ def make_parser() -> argparse.ArgumentParser:
     exporting.add_argument("--max-proposals", type=int, default=None, metavar="N")
     exporting.set_defaults(run=cmd_export)
 
-    demo = commands.add_parser("demo", help="build every registered model and print a table")
-    demo.add_argument("pattern", nargs="?", default=None)
+    demo = commands.add_parser(
+        "demo", help="train a small detector and segmenter on synthetic data, export and reload them",
+    )
+    demo.add_argument("--out", default="demo_out", help="where pictures, SavedModels and summary.json go")
+    demo.add_argument("--quick", action="store_true", help="tiny sizes, about a minute (metrics mean nothing)")
     demo.set_defaults(run=cmd_demo)
     return parser
 

@@ -28,10 +28,21 @@ def test_errors_are_one_line_with_exit_code_2(capsys):
     assert "output_stride must be one of" in capsys.readouterr().err
 
 
-def test_demo_builds_every_matching_model_and_prints_a_table(capsys):
-    assert cli.main(["demo", "resnet18"]) == 0
+def test_demo_trains_exports_and_reloads_both_heads(tmp_path, capsys):
+    import json
+
+    import cv2
+
+    assert cli.main(["demo", "--quick", "--out", str(tmp_path / "demo")]) == 0
     out = capsys.readouterr().out
-    assert "build time" in out and "(None, 1000)" in out
+    assert "reloaded in plain TensorFlow: agrees" in out and "DISAGREES" not in out
+    summary = json.loads((tmp_path / "demo" / "summary.json").read_text())
+    assert summary["detection"]["savedmodel_agrees"] and summary["segmentation"]["pixel_agreement"] >= 0.999
+    assert 0.0 <= summary["detection"]["mAP@0.5"] <= 1.0 and 0.0 <= summary["segmentation"]["mIoU"] <= 1.0
+    for name in ("detection.png", "segmentation.png"):
+        assert cv2.imread(str(tmp_path / "demo" / name)) is not None
+    for name in ("fast_rcnn_savedmodel", "deeplab_savedmodel"):
+        assert (tmp_path / "demo" / name / "saved_model.pb").is_file()
 
 
 def test_bad_override_syntax_is_rejected():
