@@ -87,3 +87,17 @@ def test_xception_same_outputs_as_keras_applications(include_top, rng):
     assert actual.shape == expected.shape
     np.testing.assert_allclose(np.asarray(actual), np.asarray(expected), atol=1e-4, rtol=0)
     assert np.abs(np.asarray(expected)).max() > 1e-2, "outputs too small to make the comparison meaningful"
+
+
+@pytest.mark.parametrize("alpha", [0.35, 1.3])
+def test_mobilenet_v2_width_multiplier_matches_keras_applications(alpha, rng):
+    shape = (64, 64, 3)
+    reference = keras.applications.MobileNetV2(weights=None, alpha=alpha, include_top=False, input_shape=shape)
+    randomize_batch_norm(reference, rng)
+    model = zoo.build("mobilenetv2", alpha=alpha, include_top=False, input_shape=shape)
+    assert model.count_params() == reference.count_params()
+    copy_weights_by_name(reference, model)
+    pixels = random_pixels(rng, (2,) + shape)
+    expected = np.asarray(reference(keras.applications.mobilenet_v2.preprocess_input(pixels.copy()), training=False))
+    actual = np.asarray(model(pixels, training=False))
+    np.testing.assert_allclose(actual, expected, atol=1e-4 * max(1.0, np.abs(expected).max()), rtol=0)
