@@ -241,7 +241,9 @@ def test_resnet_slim_names_follow_the_deeplab_checkpoints():
 
 
 def test_resnet_v1_101_stem_names_do_not_match_the_beta_model():
-    plain = zoo.build("resnet101", stride_placement="slim", use_bias=False, include_top=False, input_shape=(SIZE, SIZE, 3))
+    plain = zoo.build(
+        "resnet101", stride_placement="slim", use_bias=False, include_top=False, input_shape=(SIZE, SIZE, 3)
+    )
     beta = zoo.build("resnet101_beta", stride_placement="slim", include_top=False, input_shape=(SIZE, SIZE, 3))
     plain_names = set(slim_variable_names(plain, scope="resnet_v1_101").values())
     beta_names = set(slim_variable_names(beta, scope="resnet_v1_101").values())
@@ -305,8 +307,9 @@ def test_xception65_slim_names_follow_the_deeplab_checkpoints():
     unit = "xception_65/entry_flow/block1/unit_1/xception_module"
     assert names["entry_flow_conv1_1/kernel"] == "xception_65/entry_flow/conv1_1/weights"
     assert names["entry_flow_conv1_2_bn/beta"] == "xception_65/entry_flow/conv1_2/BatchNorm/beta"
-    assert names["entry_flow_block1_unit1_sepconv1_depthwise/kernel"] == f"{unit}/separable_conv1_depthwise/depthwise_weights"
-    assert names["entry_flow_block1_unit1_sepconv1_depthwise_bn/gamma"] == f"{unit}/separable_conv1_depthwise/BatchNorm/gamma"
+    depthwise = "entry_flow_block1_unit1_sepconv1_depthwise"
+    assert names[f"{depthwise}/kernel"] == f"{unit}/separable_conv1_depthwise/depthwise_weights"
+    assert names[f"{depthwise}_bn/gamma"] == f"{unit}/separable_conv1_depthwise/BatchNorm/gamma"
     assert names["entry_flow_block1_unit1_sepconv3_pointwise/kernel"] == f"{unit}/separable_conv3_pointwise/weights"
     assert names["entry_flow_block1_unit1_shortcut/kernel"] == f"{unit}/shortcut/weights"
     assert names["middle_flow_block1_unit16_sepconv3_pointwise_bn/moving_mean"] == (
