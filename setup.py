@@ -47,6 +47,8 @@ setup(
         "pillow>=10",
         # `zoo train` writes TensorBoard logs; TensorFlow 2.21 no longer pulls it in.
         "tensorboard>=2.20",
+        # zoo.inspect.feature_maps and `zoo inspect` draw figures.
+        "matplotlib>=3.8",
     ],
     extras_require={
         "dev": ["pytest>=8", "hypothesis>=6.100", "pycocotools>=2.0.7"],

@@ -15,6 +15,7 @@ from training import data
 from training.adversarial import AdversarialModel
 from training.callbacks import Backup, BestCheckpoint, EarlyStopping, StopOnNaN, save_model_atomically
 from training.detection import FastRCNNTrainer, evaluate_detector, fast_rcnn_loss, match_rois, sample_rois
+from training.faster_rcnn import FasterRCNNTrainer
 from training.distribute import STRATEGIES, make_strategy
 from training.fit import TrainConfig, TrainingDiverged, TrainResult, evaluate, split_validation, train
 from training.optimizers import WarmupSchedule, make_optimizer
@@ -27,6 +28,7 @@ __all__ = [
     "BestCheckpoint",
     "EarlyStopping",
     "FastRCNNTrainer",
+    "FasterRCNNTrainer",
     "STRATEGIES",
     "StopOnNaN",
     "TASKS",

@@ -506,21 +506,22 @@ class FastRCNNTrainer(keras.Model):
 # --------------------------------------------------------------------------- evaluation
 
 
-def evaluate_detector(model, source, *, proposals, image_size, batch_size=8, iou_threshold=0.5, use_07_metric=False,
-                      verbose=0):
+def evaluate_detector(model, source, *, proposals=None, image_size, batch_size=8, iou_threshold=0.5,
+                      use_07_metric=False, verbose=0):
     """PASCAL VOC AP of a detector on `source`, per class and the mean.
 
     Images are resized to `image_size` (`make_dataset`, unaugmented, in the source's order),
-    the detector runs on `proposals(images)`, and its detections (NMS in the model) are matched
-    to the ground truth in the same resized pixels, with each example's difficult flags, by
-    `training.detection_eval.evaluate_detections`. IoU is unchanged by scaling each axis, so
-    the numbers are those of the original image sizes.
+    the detector runs on `proposals(images)` (on the images alone when it has an RPN), and its
+    detections (NMS in the model) are matched to the ground truth in the same resized pixels,
+    with each example's difficult flags, by `training.detection_eval.evaluate_detections`. IoU
+    is unchanged by scaling each axis, so the numbers are those of the original image sizes.
 
     Args:
       model: a detector, `{"images", "rois"}` -> "boxes", "scores", "classes" (1-based),
         "num_detections", and "class_probs" `[B, N, K + 1]`.
       source: a `training.data.DatasetSource` with boxes; K = `len(source.class_names)`.
-      proposals: `images -> [N, 4] or [B, N, 4]` pixel boxes (as for `FastRCNNTrainer`).
+      proposals: `images -> [N, 4] or [B, N, 4]` pixel boxes (as for `FastRCNNTrainer`) for a
+        detector with a `rois` input; None for one that makes its own (Faster R-CNN).
       image_size: `(height, width)`.
       batch_size: images per call.
       iou_threshold, use_07_metric: `evaluate_detections`'s.
@@ -549,11 +550,19 @@ def evaluate_detector(model, source, *, proposals, image_size, batch_size=8, iou
         source, task="detection", batch_size=batch_size, image_size=image_size, training=False, max_boxes=most_boxes,
     )
 
+    if _takes_rois(model) != (proposals is not None):
+        raise ValueError(
+            f"evaluate_detector: {model.name} " + ("needs proposals=images -> boxes" if _takes_rois(model) else
+                                                   "makes its own proposals (an RPN); pass proposals=None")
+        )
+
     # No Python control flow inside: autograph would only warn about the closure.
     @tf.function(reduce_retracing=True, autograph=False)
     def detect(images):
-        rois = _batched_proposals(proposals(images), images)
-        result = model({"images": images, "rois": rois}, training=False)
+        inputs = {"images": images}
+        if proposals is not None:
+            inputs["rois"] = _batched_proposals(proposals(images), images)
+        result = model(inputs, training=False)
         return {key: result[key] for key in ("boxes", "scores", "classes", "num_detections")}
 
     detections, ground_truths = [], []
@@ -576,8 +585,12 @@ def evaluate_detector(model, source, *, proposals, image_size, batch_size=8, iou
     return {name: float(value) for name, value in metrics.items()}
 
 
+def _takes_rois(model):
+    return isinstance(getattr(model, "input", None), dict) and "rois" in model.input
+
+
 def _evaluate(model, source, *, batch_size, image_size, verbose=0, proposals=None, **options):
-    if proposals is None:
+    if proposals is None and _takes_rois(model):
         raise ValueError("detection evaluation needs proposals=images -> boxes (zoo evaluate builds sliding windows)")
     return evaluate_detector(
         model, source, proposals=proposals, image_size=image_size, batch_size=batch_size, verbose=verbose, **options
@@ -585,6 +598,13 @@ def _evaluate(model, source, *, batch_size, image_size, verbose=0, proposals=Non
 
 
 def _wrap(model, *, proposals=None, **options):
+    """FastRCNNTrainer for a detector with a `rois` input, FasterRCNNTrainer for one with an RPN."""
+    if not _takes_rois(model):
+        from training.faster_rcnn import FasterRCNNTrainer
+
+        if proposals is not None:
+            raise ValueError(f"{model.name} makes its own proposals (an RPN): detection training takes no proposals")
+        return FasterRCNNTrainer(model, **options)
     if proposals is None:
         raise ValueError("detection training needs proposals=images -> boxes (zoo train builds sliding windows)")
     return FastRCNNTrainer(model, proposals=proposals, **options)

@@ -9,6 +9,10 @@
 from zoo.registry import build, describe, list_models, register
 from zoo import backbones  # noqa: E402,F401  (registers the backbone families)
 from zoo.detection import fast_rcnn  # noqa: E402,F401  (registers the detectors)
+from zoo import inspect  # noqa: E402,F401  (receptive fields and feature maps)
+from zoo.detection import faster_rcnn  # noqa: E402,F401
+
+from zoo.export import export  # noqa: E402  (the function; `zoo.export` the module stays importable by name)
 
 __version__ = "0.1.0"
-__all__ = ["build", "describe", "list_models", "register", "backbones"]
+__all__ = ["build", "describe", "export", "list_models", "register", "backbones", "inspect"]

@@ -1,4 +1,4 @@
-"""The `zoo` command: `zoo list|describe|train|evaluate|demo`.
+"""The `zoo` command: `zoo list|describe|train|evaluate|predict|inspect|export|demo`.
 
     $ zoo list --task classification
     $ zoo describe resnet50 --set output_stride=16
@@ -7,6 +7,10 @@
     $ zoo train fast_rcnn_resnet50 --dataset voc:VOCdevkit/VOC2007 --image-size 448 448 --out runs/frcnn
     $ zoo evaluate fast_rcnn_resnet50 --weights runs/frcnn/model.keras --dataset voc:VOCdevkit/VOC2007 --split test \
           --image-size 448 448
+    $ zoo train faster_rcnn_resnet50 --dataset synthetic:800 --image-size 128 128 --out runs/faster
+    $ zoo predict fast_rcnn_resnet50 --weights runs/frcnn/model.keras street.jpg --out predictions/
+    $ zoo inspect vgg16 photo.jpg --layers block1_conv2 block1_pool --out fig.png --receptive-field block5_conv3
+    $ zoo export resnet50 --weights imagenet --out exports/resnet50 --fold-batch-norm
     $ zoo demo
 """
 
@@ -137,6 +141,50 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def _inspected_model(args, image_shape):
+    """`args.model` as a `.keras` file, or the registered model built for the image's size."""
+    import keras
+
+    import zoo
+
+    if str(args.model).endswith(".keras"):
+        if not Path(args.model).is_file():
+            raise ValueError(f"model {args.model}: no such file")
+        return keras.saving.load_model(args.model)
+    overrides = dict(args.set or [])
+    if zoo.describe(args.model).task == "classification":
+        # Without the top, any image size goes through; the feature maps are the same layers.
+        overrides = {"include_top": False, "input_shape": image_shape, **overrides}
+    return zoo.build(args.model, weights=args.weights, **overrides)
+
+
+def cmd_inspect(args) -> int:
+    import cv2
+
+    import zoo
+
+    if not args.layers and not args.receptive_field:
+        raise ValueError("nothing to inspect: give --layers (with --out) and/or --receptive-field")
+    if args.layers and not args.out:
+        raise ValueError("--layers draws feature maps: give --out FIG.png too")
+    image = cv2.imread(str(args.image), cv2.IMREAD_COLOR)
+    if image is None:
+        raise ValueError(f"image {args.image}: not a readable image file")
+    image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    model = _inspected_model(args, image.shape)
+    for layer in args.receptive_field or []:
+        field = zoo.inspect.receptive_field(model, layer)
+        print(
+            f"{layer}: receptive field {field.size[0]}x{field.size[1]} px, stride {field.stride[0]}x{field.stride[1]}, "
+            f"first centre at ({field.start[0]:g}, {field.start[1]:g}), padding ({field.padding[0]:g}, {field.padding[1]:g})"
+        )
+    if args.layers:
+        figure = zoo.inspect.feature_maps(model, image, args.layers, max_channels=args.max_channels)
+        path = zoo.inspect.save_figure(figure, args.out)
+        print(f"zoo inspect: feature maps of {len(args.layers)} layer(s) written to {path}", file=sys.stderr)
+    return 0
+
+
 def _class_names(args, weights=None):
     """`--classes a,b,c`, else the class list saved beside a trained model (`run.json`)."""
     if args.classes:
@@ -198,8 +246,34 @@ def sliding_window_proposals(*, stride, scales, aspect_ratios):
     return proposals
 
 
-def _detection_options(args, image_size, *, training):
+def _has_rpn(name) -> bool:
+    """A detector that makes its own proposals (Faster R-CNN), not one with a `rois` input."""
+    import zoo
+
+    return "anchor_scales" in zoo.describe(name).defaults
+
+
+def rpn_overrides(image_size, overrides, *, scales=None, aspect_ratios=None) -> dict:
+    """A Faster R-CNN's anchors and minimum proposal size for `zoo train`, from the image size.
+
+    The registered defaults (anchors of 128 to 512 pixels, proposals of at least 16) suit
+    images of about 600 pixels. Unless `--set` gives them, `zoo train` uses the sliding
+    windows' sides (`--proposal-scales`, default 1/8 ... 3/4 of the shorter side), their aspect
+    ratios, and a minimum side of 1/16 of the shorter side (at most 16 pixels).
+    """
+    windows = proposal_options(image_size, scales=scales, aspect_ratios=aspect_ratios)
+    defaults = {
+        "anchor_scales": windows["scales"], "anchor_aspect_ratios": windows["aspect_ratios"],
+        "rpn_min_size": float(min(16.0, min(image_size) / 16.0)),
+    }
+    return {**defaults, **overrides}
+
+
+def _detection_options(args, image_size, *, training, rpn=False):
     """The detection task's options: proposals (and, to train, the RoI sampling)."""
+    if rpn:
+        # The detector's RPN makes the proposals; only the sampling is the trainer's.
+        return {"rois_per_image": args.rois_per_image, "seed": args.seed} if training else None
     options = proposal_options(
         image_size, stride=args.proposal_stride, scales=args.proposal_scales, aspect_ratios=args.proposal_ratios
     )
@@ -232,10 +306,17 @@ def cmd_train(args) -> int:
     validation = None
     if args.val_split:
         validation = _read_dataset(args, split=args.val_split, classes=source.class_names, task=task)
-    task_options = _detection_options(args, image_size, training=True) if task == "detection" else None
+    overrides = dict(args.set or [])
+    rpn = task == "detection" and _has_rpn(args.model)
+    if rpn:
+        overrides = rpn_overrides(image_size, overrides, scales=args.proposal_scales,
+                                  aspect_ratios=args.proposal_ratios)
+        print(f"rpn: anchors {overrides['anchor_scales']} px at aspect ratios {overrides['anchor_aspect_ratios']}, "
+              f"proposals of at least {overrides['rpn_min_size']:g} px", file=sys.stderr)
+    task_options = _detection_options(args, image_size, training=True, rpn=rpn) if task == "detection" else None
     try:
         result = train(
-            _builder(args.model, image_size, dict(args.set or []), task), source, validation, out_dir=args.out,
+            _builder(args.model, image_size, overrides, task), source, validation, out_dir=args.out,
             task=task, config=config, resume=args.resume, verbose=2 if args.quiet else 1, task_options=task_options,
         )
     except TrainingDiverged as error:
@@ -269,12 +350,108 @@ def cmd_evaluate(args) -> int:
     source = _read_dataset(args, split=args.split, classes=classes, task=task)
     image_size = tuple(args.image_size)
     model = _load_trained(args.model, args.weights, image_size, source.class_names, task)
-    task_options = _detection_options(args, image_size, training=False) if task == "detection" else None
+    task_options = None
+    if task == "detection":
+        task_options = _detection_options(args, image_size, training=False, rpn=_has_rpn(args.model))
     metrics = evaluate(
         model, source, task=task, batch_size=args.batch_size, image_size=image_size,
         verbose=0 if args.quiet else 1, task_options=task_options,
     )
     print(json.dumps({name: round(value, 6) for name, value in metrics.items()}, allow_nan=True))
+    return 0
+
+
+def _trained_image_size(args, model):
+    """`--image-size`, else the model's fixed input size, else the size `zoo train` used (`run.json`)."""
+    from zoo.predict import model_image_size
+
+    if args.image_size:
+        return tuple(args.image_size)
+    fixed = model_image_size(model)
+    if fixed:
+        return tuple(fixed)
+    run = Path(args.weights).parent / "run.json"
+    if run.is_file():
+        size = json.loads(run.read_text()).get("config", {}).get("image_size")
+        if size:
+            return tuple(size)
+    return None
+
+
+def cmd_predict(args) -> int:
+    import zoo
+    from zoo.predict import model_input_names, predict_files
+
+    task = zoo.describe(args.model).task
+    if task == "segmentation":
+        raise ValueError(f"zoo predict does not handle {task} models yet")
+    classes = _class_names(args, args.weights)
+    if str(args.weights).endswith(".keras"):
+        model = _load_trained(args.model, args.weights, None, classes, task)
+    else:
+        if classes is None:
+            raise ValueError("--classes is needed with a weights file or tag (there is no run.json beside it)")
+        size = tuple(args.image_size) if args.image_size else (None, None)
+        model = _load_trained(args.model, args.weights, size, classes, task)
+    image_size = _trained_image_size(args, model)
+    proposals = None
+    if "rois" in model_input_names(model):
+        if image_size is None:
+            raise ValueError("--image-size is needed: the sliding-window proposals are sized from it")
+        proposals = _detection_options(args, image_size, training=False)["proposals"]
+    records = predict_files(
+        model, args.images, args.out, task=task, class_names=classes, image_size=image_size, proposals=proposals,
+        score_threshold=args.score_threshold, top_k=args.top_k,
+    )
+    for record in records:
+        found = len(record["detections"]) if task == "detection" else record["top_k"][0].get("label", record["top_k"][0]["class"])
+        what = "detections" if task == "detection" else "top-1"
+        print(f"{record['image']}: {what} {found} -> {record['picture']}", file=sys.stderr)
+    print(f"zoo predict: {len(records)} images, results in {Path(args.out) / 'predictions.json'}", file=sys.stderr)
+    return 0
+
+
+def _add_proposal_arguments(parser):
+    detection = parser.add_argument_group(
+        "detection (sliding-window proposals, or a Faster R-CNN's anchors to train; defaults from the image size)"
+    )
+    detection.add_argument("--proposal-stride", type=int, default=None, metavar="PIXELS",
+                           help="pixels between window centres (default: shorter side / 16)")
+    detection.add_argument("--proposal-scales", type=float, nargs="+", default=None, metavar="PIXELS",
+                           help="window (or anchor) sides (default: 1/8, 1/4, 1/2, 3/4 of the shorter side)")
+    detection.add_argument("--proposal-ratios", type=float, nargs="+", default=None, metavar="H/W",
+                           help="window (or anchor) aspect ratios, height / width (default: 0.5 1 2)")
+
+
+def cmd_export(args) -> int:
+    import zoo
+
+    overrides = dict(args.set or [])
+    if args.weights and str(args.weights).endswith(".keras"):
+        import keras
+
+        if not Path(args.weights).is_file():
+            raise ValueError(f"--weights {args.weights}: no such file")
+        if overrides:
+            raise ValueError("--set does not apply to a .keras model, which carries its own config")
+        model = keras.saving.load_model(args.weights, safe_mode=True)
+    else:
+        if args.weights is None:
+            print("zoo export: no --weights: exporting randomly initialised weights", file=sys.stderr)
+        model = zoo.build(args.model, weights=args.weights, **overrides)
+    proposal_options = None
+    if args.proposals:
+        proposal_options = {key: value for key, value in (
+            ("stride", args.proposal_stride), ("scales", args.proposal_scales),
+            ("aspect_ratios", args.proposal_ratios), ("max_proposals", args.max_proposals),
+        ) if value is not None}
+    directory = zoo.export(
+        model, args.out, overwrite=args.overwrite, batch_size=args.batch_size,
+        image_size=tuple(args.image_size) if args.image_size else None, jit_compile=args.jit_compile,
+        compute_dtype=args.compute_dtype, fold_batch_norm=args.fold_batch_norm,
+        proposals=args.proposals, proposal_options=proposal_options,
+    )
+    print(f"zoo export: SavedModel written to {directory}", file=sys.stderr)
     return 0
 
 
@@ -290,13 +467,7 @@ def _add_data_arguments(parser, *, split):
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quiet", action="store_true", help="no progress bar (train: one line per epoch)")
-    detection = parser.add_argument_group("detection (sliding-window proposals; defaults from the image size)")
-    detection.add_argument("--proposal-stride", type=int, default=None, metavar="PIXELS",
-                           help="pixels between window centres (default: shorter side / 16)")
-    detection.add_argument("--proposal-scales", type=float, nargs="+", default=None, metavar="PIXELS",
-                           help="window sides (default: 1/8, 1/4, 1/2, 3/4 of the shorter side)")
-    detection.add_argument("--proposal-ratios", type=float, nargs="+", default=None, metavar="H/W",
-                           help="window aspect ratios, height / width (default: 0.5 1 2)")
+    _add_proposal_arguments(parser)
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -344,6 +515,52 @@ def make_parser() -> argparse.ArgumentParser:
     _add_data_arguments(evaluation, split="val")
     evaluation.add_argument("--weights", required=True, help="OUT/model.keras, a weights file or a tag")
     evaluation.set_defaults(run=cmd_evaluate)
+
+    prediction = commands.add_parser(
+        "predict", help="run a model on image files; writes OUT/<image>.png and OUT/predictions.json",
+    )
+    prediction.add_argument("model", help="a registered model name (zoo list)")
+    prediction.add_argument("images", nargs="+", help="image files (JPEG, PNG, ...)")
+    prediction.add_argument("--weights", required=True, help="OUT/model.keras of zoo train, a weights file or a tag")
+    prediction.add_argument("--out", required=True, help="the directory for the pictures and predictions.json")
+    prediction.add_argument("--classes", help="comma-separated class names (default: run.json beside --weights)")
+    prediction.add_argument("--image-size", nargs=2, type=int, default=None, metavar=("H", "W"),
+                            help="the size the model runs at (default: its fixed input size, else run.json's)")
+    prediction.add_argument("--score-threshold", type=float, default=0.3, help="detection: the lowest score kept")
+    prediction.add_argument("--top-k", type=int, default=5, help="classification: classes listed per image")
+    _add_proposal_arguments(prediction)
+    prediction.set_defaults(run=cmd_predict)
+
+    inspect = commands.add_parser("inspect", help="feature maps of named layers as a PNG, receptive fields")
+    inspect.add_argument("model", help="a registered model name, or a .keras file")
+    inspect.add_argument("image", help="an image file (read with OpenCV, fed as RGB pixels)")
+    inspect.add_argument("--layers", nargs="+", metavar="LAYER", help="layers whose activations to draw")
+    inspect.add_argument("--out", help="the PNG to write the feature maps to")
+    inspect.add_argument("--max-channels", type=int, default=16, help="channels drawn per layer (default 16)")
+    inspect.add_argument("--receptive-field", nargs="+", metavar="LAYER", help="print these layers' receptive fields")
+    inspect.add_argument("--weights", help="a weights tag or file for a registered model (default: random)")
+    inspect.add_argument("--set", action="append", type=_parse_override, metavar="KEY=VALUE")
+    inspect.set_defaults(run=cmd_inspect)
+    exporting = commands.add_parser("export", help="a SavedModel whose serving_default takes uint8 images")
+    exporting.add_argument("model", help="a registered model name (zoo list)")
+    exporting.add_argument("--weights", help="a manifest tag, a weights file, or OUT/model.keras from zoo train")
+    exporting.add_argument("--out", required=True, help="the SavedModel directory")
+    exporting.add_argument("--set", action="append", type=_parse_override, metavar="KEY=VALUE",
+                           help="a config override, repeatable (not with a .keras model)")
+    exporting.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    exporting.add_argument("--batch-size", type=int, default=None, help="fixed batch (default: dynamic)")
+    exporting.add_argument("--image-size", nargs=2, type=int, default=None, metavar=("H", "W"),
+                           help="fix the image size (default: free where the model allows)")
+    exporting.add_argument("--jit-compile", action="store_true", help="XLA (a detector's NMS stays outside)")
+    exporting.add_argument("--compute-dtype", choices=("float16", "bfloat16"), help="mixed-precision compute")
+    exporting.add_argument("--fold-batch-norm", action="store_true", help="fold batch norm into the convolutions")
+    exporting.add_argument("--proposals", choices=("sliding_windows",),
+                           help="Fast R-CNN: compute proposals in the graph instead of taking rois")
+    exporting.add_argument("--proposal-stride", type=int, default=None, metavar="PIXELS")
+    exporting.add_argument("--proposal-scales", type=float, nargs="+", default=None, metavar="PIXELS")
+    exporting.add_argument("--proposal-ratios", type=float, nargs="+", default=None, metavar="H/W")
+    exporting.add_argument("--max-proposals", type=int, default=None, metavar="N")
+    exporting.set_defaults(run=cmd_export)
 
     demo = commands.add_parser("demo", help="build every registered model and print a table")
     demo.add_argument("pattern", nargs="?", default=None)

@@ -176,6 +176,8 @@ def build(name: str, *, weights: str | None = None, **overrides):
     spec = get_spec(name)
     config = apply_overrides(spec.config, overrides, model_name=name)
     model = spec.builder(config, name=name)
+    # What built it, so that `zoo.export` can rebuild it under another dtype policy.
+    model.zoo_config = config
     if weights is not None:
         from zoo import weights as weights_lib
 

@@ -10,18 +10,29 @@ the path of a local file:
   ImageNet classifier under `include_top=False`) are listed in the returned `LoadReport`;
   a weight whose shape differs is an error, never skipped silently.
 
-Downloads go to `$ZOO_HOME/weights` (default `~/.cache/zoo/weights`) under a temporary name,
-are checked against the manifest's hash and only then renamed into place, so an interrupted
-or corrupt download never sits where a good file is expected.
+Manifest tags resolve through `weights_manifest.json` (`$ZOO_WEIGHTS_MANIFEST` overrides its
+path); every entry is validated on reading (`entry_problems`). A model built with
+`include_top=False` fetches the entry's `no_top` file when it has one. Downloads go to
+`$ZOO_HOME/weights` (default `~/.cache/zoo/weights`) under a temporary name, are checked against
+the manifest's hash and only then renamed into place, so an interrupted or corrupt download never
+sits where a good file is expected. `$ZOO_WEIGHTS_MIRROR` replaces the origin of every URL,
+`$ZOO_OFFLINE=1` forbids downloads. Entries that publish no hash (the DeepLab archives) load only
+with an explicit `expected_hash` (`fetch_entry`) or `$ZOO_ALLOW_UNVERIFIED_WEIGHTS=1`; formats
+this module cannot read (`tf_checkpoint_archive`) need an importer (`register_importer`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import http.client
 import json
 import os
+import sys
 import tempfile
+import time
+import urllib.error
+import urllib.parse
 import urllib.request
 import warnings
 from importlib import resources
@@ -61,24 +72,114 @@ class LoadReport:
 
 # --------------------------------------------------------------------------- manifest
 
+# Environment variables (README, "Pretrained weights").
+ENV_MANIFEST = "ZOO_WEIGHTS_MANIFEST"  # another manifest file (tests, private weights)
+ENV_HOME = "ZOO_HOME"  # the cache is $ZOO_HOME/weights
+ENV_MIRROR = "ZOO_WEIGHTS_MIRROR"  # replaces scheme://host[:port] of every URL
+ENV_OFFLINE = "ZOO_OFFLINE"  # "1": never download; a file missing from the cache is an error
+ENV_ALLOW_UNVERIFIED = "ZOO_ALLOW_UNVERIFIED_WEIGHTS"  # "1": load entries that publish no hash
+
+FORMATS = ("h5", "weights.h5", "keras", "tf_checkpoint_archive")
+TASKS = ("classification", "detection", "segmentation")
+REQUIRED_FIELDS = {
+    "model": str, "tag": str, "task": str, "url": str, "file_name": str, "format": str,
+    "hash_algorithm": (str, type(None)), "hash": (str, type(None)), "size_bytes": (int, type(None)),
+    "preprocessing": str, "classes": dict, "metrics": dict, "metrics_source": str, "license": str,
+}
+HASH_LENGTHS = {"md5": 32, "sha256": 64}
+
 
 def manifest_path() -> Path:
     """`$ZOO_WEIGHTS_MANIFEST` if set, else the manifest shipped in the installed package,
     else the one at the repository root (an editable install)."""
-    if os.environ.get("ZOO_WEIGHTS_MANIFEST"):
-        return Path(os.environ["ZOO_WEIGHTS_MANIFEST"])
+    if os.environ.get(ENV_MANIFEST):
+        return Path(os.environ[ENV_MANIFEST])
     packaged = resources.files("zoo").joinpath(MANIFEST_NAME)
     if packaged.is_file():
         return Path(str(packaged))
     return Path(__file__).resolve().parent.parent / MANIFEST_NAME
 
 
+def _file_problems(where: str, record: dict) -> list[str]:
+    """Problems of the download fields (`url`, `file_name`, hash, size) of an entry or its `no_top`."""
+    problems = []
+    url = record.get("url")
+    if not isinstance(url, str) or urllib.parse.urlsplit(url).scheme not in ("http", "https", "file"):
+        problems.append(f"{where}: url must be an http(s) or file URL, got {url!r}")
+    name = record.get("file_name")
+    if not isinstance(name, str) or not name or "/" in name or name.startswith("."):
+        problems.append(f"{where}: file_name must be a plain file name, got {name!r}")
+    algorithm, digest = record.get("hash_algorithm"), record.get("hash")
+    if digest is None:
+        if not record.get("hash_note"):
+            problems.append(f"{where}: hash is null, so hash_note must say why (the publisher gives none)")
+    elif algorithm not in HASH_LENGTHS:
+        problems.append(f"{where}: hash_algorithm must be one of {sorted(HASH_LENGTHS)}, got {algorithm!r}")
+    elif not (isinstance(digest, str) and len(digest) == HASH_LENGTHS[algorithm]
+              and all(c in "0123456789abcdef" for c in digest)):
+        problems.append(f"{where}: hash must be {HASH_LENGTHS[algorithm]} lowercase hex digits of {algorithm}")
+    size = record.get("size_bytes")
+    if size is None and not record.get("size_note"):
+        problems.append(f"{where}: size_bytes is null, so size_note must say why")
+    if size is not None and (not isinstance(size, int) or size <= 0):
+        problems.append(f"{where}: size_bytes must be a positive integer or null, got {size!r}")
+    return problems
+
+
+def entry_problems(entry: dict) -> list[str]:
+    """Everything wrong with one manifest entry (an empty list when it is valid)."""
+    where = f"{entry.get('model')}.{entry.get('tag')}"
+    problems = []
+    for key, kind in REQUIRED_FIELDS.items():
+        if key not in entry:
+            problems.append(f"{where}: missing {key!r}")
+        elif not isinstance(entry[key], kind):
+            problems.append(f"{where}: {key} has the wrong type {type(entry[key]).__name__}")
+    if problems:
+        return problems
+    if entry["task"] not in TASKS:
+        problems.append(f"{where}: task must be one of {TASKS}, got {entry['task']!r}")
+    if entry["format"] not in FORMATS:
+        problems.append(f"{where}: format must be one of {FORMATS}, got {entry['format']!r}")
+    problems += _file_problems(where, entry)
+    if "no_top" in entry:
+        if not isinstance(entry["no_top"], dict):
+            problems.append(f"{where}: no_top must be an object with url, file_name, hash_algorithm, hash")
+        else:
+            problems += _file_problems(f"{where}.no_top", entry["no_top"])
+    count = entry["classes"].get("count")
+    if not isinstance(count, int) or count < 1 or not isinstance(entry["classes"].get("dataset"), str):
+        problems.append(f"{where}: classes must be {{'count': positive int, 'dataset': name}}")
+    if not all(isinstance(v, (int, float)) and 0.0 <= v <= 1.0 for v in entry["metrics"].values()):
+        problems.append(f"{where}: metrics must be fractions in [0, 1]")
+    if not entry["metrics_source"].startswith("https://"):
+        problems.append(f"{where}: metrics_source must be an https URL")
+    parameters = entry.get("num_parameters")
+    if parameters is not None and (not isinstance(parameters, int) or parameters < 1):
+        problems.append(f"{where}: num_parameters must be a positive integer or null")
+    return problems
+
+
 def load_manifest(path: str | os.PathLike | None = None) -> list[dict]:
-    """The manifest's entries (a list of dicts, one per model and tag)."""
-    with open(path or manifest_path(), encoding="utf-8") as handle:
+    """The manifest's entries (a list of dicts, one per model and tag), each validated.
+
+    Raises:
+      ValueError: not schema_version 1, an invalid entry, or a model.tag listed twice.
+    """
+    path = path or manifest_path()
+    with open(path, encoding="utf-8") as handle:
         manifest = json.load(handle)
     if manifest.get("schema_version") != 1 or not isinstance(manifest.get("entries"), list):
-        raise ValueError(f"{path or manifest_path()}: expected schema_version 1 with a list of entries")
+        raise ValueError(f"{path}: expected schema_version 1 with a list of entries")
+    problems, seen = [], set()
+    for entry in manifest["entries"]:
+        problems += entry_problems(entry)
+        key = (entry.get("model"), entry.get("tag"))
+        if key in seen:
+            problems.append(f"{key[0]}.{key[1]}: listed twice")
+        seen.add(key)
+    if problems:
+        raise ValueError(f"{path}: invalid weights manifest:\n  " + "\n  ".join(problems))
     return manifest["entries"]
 
 
@@ -99,11 +200,44 @@ def find_entry(model_name: str, tag: str) -> dict:
     )
 
 
+def file_record(entry: dict, config=None) -> dict:
+    """The entry's download fields, or its `no_top` file's for a model built without the top."""
+    if "no_top" in entry and config is not None and getattr(config, "include_top", True) is False:
+        return {**entry, **entry["no_top"]}
+    return entry
+
+
 # --------------------------------------------------------------------------- download
 
 
+class WeightsDownloadError(IOError):
+    """A download that failed, was cut short, or does not have the published hash."""
+
+
 def cache_dir() -> Path:
-    return Path(os.environ.get("ZOO_HOME", Path.home() / ".cache" / "zoo")) / "weights"
+    """`$ZOO_HOME/weights`; `$ZOO_HOME` defaults to `~/.cache/zoo`."""
+    return Path(os.environ.get(ENV_HOME, Path.home() / ".cache" / "zoo")) / "weights"
+
+
+def resolve_url(url: str) -> str:
+    """`url` with its origin (`scheme://host[:port]`) replaced by `$ZOO_WEIGHTS_MIRROR`, if set.
+
+    The mirror may carry a path prefix; the URL's path is appended to it unchanged:
+    with `ZOO_WEIGHTS_MIRROR=http://mirror:8000/zoo`,
+    `https://storage.googleapis.com/tensorflow/keras-applications/vgg16/x.h5` is fetched from
+    `http://mirror:8000/zoo/tensorflow/keras-applications/vgg16/x.h5`.
+    """
+    mirror = os.environ.get(ENV_MIRROR)
+    if not mirror:
+        return url
+    if urllib.parse.urlsplit(mirror).scheme not in ("http", "https", "file"):
+        raise ValueError(f"{ENV_MIRROR} must be an http(s) or file URL such as http://host:8000/prefix, got {mirror!r}")
+    parts = urllib.parse.urlsplit(url)
+    return mirror.rstrip("/") + parts.path + (f"?{parts.query}" if parts.query else "")
+
+
+def offline() -> bool:
+    return os.environ.get(ENV_OFFLINE, "") not in ("", "0")
 
 
 def file_hash(path: str | os.PathLike, algorithm: str) -> str:
@@ -116,33 +250,149 @@ def file_hash(path: str | os.PathLike, algorithm: str) -> str:
     return digest.hexdigest()
 
 
-def fetch(url: str, file_name: str, *, hash_algorithm: str, file_hash_value: str, directory=None) -> Path:
+class _Progress:
+    """A one-line progress report on stderr: redrawn in place on a terminal, a few lines otherwise."""
+
+    def __init__(self, label: str, total: int | None, enabled: bool):
+        self.label, self.total, self.enabled = label, total, enabled
+        self.tty = enabled and sys.stderr.isatty()
+        self.done, self.last, self.next_line = 0, 0.0, 0.25
+        if enabled:
+            size = f" ({total / 1e6:.1f} MB)" if total else ""
+            print(f"downloading {label}{size}", file=sys.stderr, flush=True)
+
+    def update(self, count: int) -> None:
+        self.done += count
+        if not self.enabled:
+            return
+        fraction = self.done / self.total if self.total else None
+        now = time.monotonic()
+        if self.tty and now - self.last > 0.2:
+            shown = f"{fraction:6.1%}" if fraction is not None else ""
+            print(f"\r  {self.done / 1e6:8.1f} MB {shown}", end="", file=sys.stderr, flush=True)
+            self.last = now
+        elif not self.tty and fraction is not None and fraction >= self.next_line:
+            print(f"  {fraction:.0%} of {self.label}", file=sys.stderr, flush=True)
+            self.next_line += 0.25
+
+    def close(self) -> None:
+        if self.tty:
+            print(file=sys.stderr, flush=True)
+
+
+def fetch(url: str, file_name: str, *, hash_algorithm: str | None, file_hash_value: str | None, directory=None,
+          progress: bool = True) -> Path:
     """Download `url` to `directory/file_name` unless a file with the right hash is there.
 
-    The bytes go to a temporary file in the same directory, are hashed, and are renamed into
-    place only if the hash matches; otherwise the temporary file is removed and `IOError`
-    names the expected and actual hashes.
+    The URL goes through `resolve_url` (`$ZOO_WEIGHTS_MIRROR`). The bytes go to a temporary
+    file in the same directory, are hashed, and are renamed into place only if the hash matches
+    (two processes fetching the same file each write their own temporary file; the rename is
+    atomic). With `file_hash_value=None` (an entry that publishes no hash) the file is taken
+    as it comes; the callers allow that only when asked to.
+
+    Raises:
+      WeightsDownloadError: the connection failed or dropped, the body is shorter than its
+        Content-Length, or the hash differs (the message names the expected and found hashes);
+        `$ZOO_OFFLINE` is set and the file is not in the cache. Nothing is left in the cache.
     """
     directory = Path(directory or cache_dir())
     target = directory / file_name
-    if target.is_file() and file_hash(target, hash_algorithm) == file_hash_value:
-        return target
+    if target.is_file():
+        if file_hash_value is None:
+            return target
+        found = file_hash(target, hash_algorithm)
+        if found == file_hash_value:
+            return target
+        if offline():
+            raise WeightsDownloadError(
+                f"{ENV_OFFLINE}=1: the cached {target} has {hash_algorithm} {found}, expected {file_hash_value}, "
+                f"and downloads are off; replace the file or unset {ENV_OFFLINE}"
+            )
+    if offline():
+        raise WeightsDownloadError(
+            f"{ENV_OFFLINE}=1: {file_name} is not in the cache {directory} and downloads are off; "
+            f"copy the file there (from {url}) or unset {ENV_OFFLINE}"
+        )
+    source = resolve_url(url)
     directory.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=directory, prefix=f".{file_name}.", suffix=".part")
     try:
-        with os.fdopen(handle, "wb") as out, urllib.request.urlopen(url, timeout=60) as response:
-            for chunk in iter(lambda: response.read(1 << 20), b""):
-                out.write(chunk)
-        actual = file_hash(temporary, hash_algorithm)
-        if actual != file_hash_value:
-            raise IOError(
-                f"download of {url} is corrupt: {hash_algorithm} {actual}, expected {file_hash_value}"
+        with os.fdopen(handle, "wb") as out:
+            try:
+                with urllib.request.urlopen(source, timeout=60) as response:
+                    length = response.headers.get("Content-Length")
+                    expected_length = int(length) if length and length.isdigit() else None
+                    bar = _Progress(source, expected_length, progress)
+                    try:
+                        for chunk in iter(lambda: response.read(1 << 20), b""):
+                            out.write(chunk)
+                            bar.update(len(chunk))
+                    finally:
+                        bar.close()
+            except (urllib.error.URLError, http.client.HTTPException, ConnectionError, TimeoutError) as error:
+                raise WeightsDownloadError(f"download of {source} failed: {error}") from error
+        received = os.path.getsize(temporary)
+        found = file_hash(temporary, hash_algorithm or "sha256")
+        if expected_length is not None and received != expected_length:
+            raise WeightsDownloadError(
+                f"download of {source} is truncated: {received} of {expected_length} bytes; "
+                f"{hash_algorithm or 'sha256'} found {found}, expected {file_hash_value}"
             )
+        if file_hash_value is not None and found != file_hash_value:
+            raise WeightsDownloadError(
+                f"download of {source} is corrupt: {hash_algorithm} found {found}, expected {file_hash_value}"
+            )
+        if file_hash_value is None:
+            warnings.warn(f"{file_name}: no published hash to check; sha256 of the download is {found}",
+                          UserWarning, stacklevel=2)
         os.replace(temporary, target)
     finally:
         if os.path.exists(temporary):
             os.remove(temporary)
     return target
+
+
+def fetch_entry(model_name: str, tag: str, *, config=None, expected_hash: str | None = None,
+                progress: bool = True) -> Path:
+    """The cached file of manifest entry `model_name.tag`, downloaded and verified if needed.
+
+    Args:
+      expected_hash: `"sha256:<hex>"` or `"md5:<hex>"`, for an entry that publishes no hash
+        (the DeepLab archives): the download must match it.
+
+    Raises:
+      ValueError: the entry has no hash, and neither `expected_hash` nor
+        `ZOO_ALLOW_UNVERIFIED_WEIGHTS=1` says to go on.
+      WeightsDownloadError: see `fetch`.
+    """
+    entry = file_record(find_entry(model_name, tag), config)
+    algorithm, digest = entry["hash_algorithm"], entry["hash"]
+    if expected_hash is not None:
+        algorithm, _, digest = expected_hash.partition(":")
+        if algorithm not in HASH_LENGTHS or len(digest) != HASH_LENGTHS[algorithm]:
+            raise ValueError(f"expected_hash must be 'sha256:<64 hex>' or 'md5:<32 hex>', got {expected_hash!r}")
+    elif digest is None and os.environ.get(ENV_ALLOW_UNVERIFIED, "") in ("", "0"):
+        raise ValueError(
+            f"weights {model_name}.{tag} publish no hash ({entry.get('hash_note', 'no note')}); refusing to load "
+            f"an unverified file. Pass expected_hash='sha256:...' to zoo.weights.fetch_entry, download and "
+            f"check the file yourself and pass its path as weights=, or set {ENV_ALLOW_UNVERIFIED}=1"
+        )
+    return fetch(entry["url"], entry["file_name"], hash_algorithm=algorithm, file_hash_value=digest,
+                 progress=progress)
+
+
+# --------------------------------------------------------------------------- importers
+
+# Formats that need code outside this module (the TF-slim import of the DeepLab archives lives
+# with the segmentation models): `format -> importer(model, path) -> LoadReport`.
+IMPORTERS: dict = {}
+
+
+def register_importer(format_name: str, importer) -> None:
+    """Let `load_weights` read manifest entries of `format_name` with `importer(model, path)`."""
+    if format_name not in FORMATS:
+        raise ValueError(f"format must be one of {FORMATS}, got {format_name!r}")
+    IMPORTERS[format_name] = importer
 
 
 # --------------------------------------------------------------------------- loading
@@ -157,15 +407,20 @@ def load_weights(model, weights: str | os.PathLike, *, model_name: str, config=N
     if not isinstance(weights, (str, os.PathLike)):
         raise TypeError(f"weights must be None, a manifest tag or a file path, got {weights!r}")
     path = Path(weights)
-    if not path.is_file():
+    if path.is_file():
+        report = load_weights_file(model, path)
+    else:
         entry = find_entry(model_name, str(weights))
-        path = fetch(
-            entry["url"],
-            entry["file_name"],
-            hash_algorithm=entry["hash_algorithm"],
-            file_hash_value=entry["hash"],
-        )
-    report = load_weights_file(model, path)
+        if entry["format"] in IMPORTERS:
+            path = fetch_entry(model_name, str(weights), config=config)
+            report = IMPORTERS[entry["format"]](model, path)
+        elif entry["format"] == "tf_checkpoint_archive":
+            raise ValueError(
+                f"weights {model_name}.{weights} are a TF checkpoint archive; no importer is registered for "
+                f"that format (zoo.weights.register_importer), so they cannot be loaded"
+            )
+        else:
+            report = load_weights_file(model, fetch_entry(model_name, str(weights), config=config))
     if report.missing:
         warnings.warn(str(report), UserWarning, stacklevel=3)
     model.weights_load_report = report

@@ -16,15 +16,24 @@ SMALL = {
     "detection": dict(num_classes=4, max_detections=7),
 }
 
+# Detectors with an RPN: anchors that fit a 64-pixel image, and 3 proposals (as the 3 RoIs above).
+SMALL_RPN = dict(anchor_scales=(16.0, 32.0), rpn_min_size=1.0, test_post_nms_top_n=3)
+
+
+def _has_rpn(name):
+    return "anchor_scales" in zoo.describe(name).defaults
+
 
 def small_model(name):
     task = zoo.describe(name).task
-    return zoo.build(name, **SMALL[task])
+    return zoo.build(name, **SMALL[task], **(SMALL_RPN if _has_rpn(name) else {}))
 
 
 def small_inputs(name, rng):
     pixels = random_pixels(rng, (2, 64, 64, 3))
     if zoo.describe(name).task == "detection":
+        if _has_rpn(name):
+            return {"images": pixels}
         rois = np.array([[[0, 0, 40, 40], [10, 20, 60, 64], [0, 0, 0, 0]]] * 2, "float32")
         return {"images": pixels, "rois": rois}
     return pixels

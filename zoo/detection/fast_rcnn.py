@@ -105,41 +105,54 @@ class FastRCNNConfig:
             raise ValueError(f"box_weights must be four positive numbers, got {self.box_weights}")
 
 
-def vgg16_head(images, rois, config: FastRCNNConfig):
-    """conv5_3 -> RoIPooling -> fc6 (`fc1`), fc7 (`fc2`): `[B, N, fc_units]`."""
+def vgg16_trunk(images, config: FastRCNNConfig):
+    """VGG16 to conv5_3 (stride 16): the `FeatureMap` the RoIs are pooled from."""
     trunk = vgg.VGGConfig(include_top=False, preprocessing=config.preprocessing)
-    conv5_3 = vgg.vgg_features(trunk, images)["C4"]
+    return vgg.vgg_features(trunk, images)["C4"]
+
+
+def vgg16_roi_head(features, rois, config: FastRCNNConfig):
+    """conv5_3 -> RoIPooling -> fc6 (`fc1`), fc7 (`fc2`): `[B, N, fc_units]`."""
     pooled = RoIPooling(
-        config.pool_size, spatial_scale=1.0 / conv5_3.stride, method=config.method, name="roi_pooling"
-    )([conv5_3.tensor, rois])
-    x = keras.layers.Reshape((-1, config.pool_size * config.pool_size * conv5_3.channels), name="flatten")(pooled)
+        config.pool_size, spatial_scale=1.0 / features.stride, method=config.method, name="roi_pooling"
+    )([features.tensor, rois])
+    x = keras.layers.Reshape((-1, config.pool_size * config.pool_size * features.channels), name="flatten")(pooled)
     for name in ("fc1", "fc2"):
         x = keras.layers.Dense(config.fc_units, activation="relu", name=name)(x)
         x = keras.layers.Dropout(config.dropout, name=f"{name}_dropout")(x)
     return x
 
 
-def resnet50_head(images, rois, config: FastRCNNConfig):
+def _resnet50_trunk_config(config: FastRCNNConfig):
+    return dataclasses.replace(resnet.resnet50(), include_top=False, preprocessing=config.preprocessing)
+
+
+def resnet50_trunk(images, config: FastRCNNConfig):
+    """ResNet-50 to conv4 (C4, stride 16): the `FeatureMap` the RoIs are pooled from."""
+    return resnet.resnet_features(_resnet50_trunk_config(config), images, last_level=4)["C4"]
+
+
+def resnet50_roi_head(features, rois, config: FastRCNNConfig):
     """C4 -> RoIPooling -> conv5 on each RoI -> global average pool: `[B, N, 2048]`."""
-    trunk = dataclasses.replace(resnet.resnet50(), include_top=False, preprocessing=config.preprocessing)
-    c4 = resnet.resnet_features(trunk, images, last_level=4)["C4"]
+    trunk = _resnet50_trunk_config(config)
     pooled = RoIPooling(
-        config.pool_size, spatial_scale=1.0 / c4.stride, method=config.method, name="roi_pooling"
-    )([c4.tensor, rois])
+        config.pool_size, spatial_scale=1.0 / features.stride, method=config.method, name="roi_pooling"
+    )([features.tensor, rois])
     x = FlattenRoIs(name="flatten_rois")(pooled)
     x = resnet.stage(x, resnet.STAGE_FILTERS[3], trunk.depths[3], trunk, stride=2, dilation=1, name="conv5")
     x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
     return UnflattenRoIs(name="unflatten_rois")([x, rois])
 
 
-HEADS = {"vgg16": vgg16_head, "resnet50": resnet50_head}
+# backbone -> (images -> stride-16 FeatureMap, (FeatureMap, rois) -> per-RoI features). Faster
+# R-CNN (`zoo.detection.faster_rcnn`) runs the trunk once and feeds both its RPN and the head.
+TRUNKS = {"vgg16": vgg16_trunk, "resnet50": resnet50_trunk}
+ROI_HEADS = {"vgg16": vgg16_roi_head, "resnet50": resnet50_roi_head}
 
 
-def build_fast_rcnn(config: FastRCNNConfig, *, name: str = "fast_rcnn") -> keras.Model:
-    """A Fast R-CNN detector: `{"images", "rois"}` -> head outputs and detections (see module)."""
-    images = image_input(config.input_shape)
-    rois = keras.Input((None, 4), name="rois")
-    x = HEADS[config.backbone](images, rois, config)
+def detection_outputs(features, rois, images, config: FastRCNNConfig) -> dict:
+    """The RoI head on `rois`: `class_probs`, `box_deltas` and the post-processed detections."""
+    x = ROI_HEADS[config.backbone](features, rois, config)
     classes = config.num_classes
     # float32 heads: a float16 softmax and the decoded boxes would lose the precision NMS needs.
     class_probs = keras.layers.Dense(
@@ -155,7 +168,14 @@ def build_fast_rcnn(config: FastRCNNConfig, *, name: str = "fast_rcnn") -> keras
         max_detections=config.max_detections, iou_threshold=config.nms_iou_threshold,
         score_threshold=config.score_threshold, box_weights=config.box_weights, name="detections",
     )([class_probs, box_deltas, rois, images])
-    outputs = {"class_probs": class_probs, "box_deltas": box_deltas, **detections}
+    return {"class_probs": class_probs, "box_deltas": box_deltas, **detections}
+
+
+def build_fast_rcnn(config: FastRCNNConfig, *, name: str = "fast_rcnn") -> keras.Model:
+    """A Fast R-CNN detector: `{"images", "rois"}` -> head outputs and detections (see module)."""
+    images = image_input(config.input_shape)
+    rois = keras.Input((None, 4), name="rois")
+    outputs = detection_outputs(TRUNKS[config.backbone](images, config), rois, images, config)
     return keras.Model({"images": images, "rois": rois}, outputs, name=name)
 
 

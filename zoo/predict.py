@@ -1,0 +1,189 @@
+"""Running a model on image files: what `zoo predict` does.
+
+Each image is read with OpenCV (RGB), resized to the size the model was trained at (the same
+bilinear, antialiased resize as `training.data.make_dataset`), run through the model, and the
+result is mapped back to the original image's pixels:
+
+- detection: boxes, scores and 1-based classes after the model's own NMS, drawn on the image
+  (`zoo.detection.visualize.draw_detections`); a Fast R-CNN model gets its RoIs from a
+  `proposals(images) -> [N, 4]` function (the CLI uses the sliding windows it trained with);
+- classification: the top-k classes with their probabilities, written on the image.
+
+`predict_files` writes `OUT/<image stem>.png` for every image and `OUT/predictions.json` with
+every result; each file is written under a temporary name and renamed, so an interrupted run
+never leaves a half-written file where a finished one is expected.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+import tensorflow as tf
+
+
+def read_image(path) -> np.ndarray:
+    """`[H, W, 3]` uint8 RGB pixels of an image file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"image {path}: no such file")
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise ValueError(f"image {path}: OpenCV cannot decode it (expected a JPEG, PNG or other image file)")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def write_image(path, image) -> Path:
+    """Writes `[H, W, 3]` uint8 RGB to `path` (format from its suffix) through a temporary name."""
+    path = Path(path)
+    temporary = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
+    try:
+        if not cv2.imwrite(str(temporary), cv2.cvtColor(np.asarray(image), cv2.COLOR_RGB2BGR)):
+            raise ValueError(f"cannot write image {path}: OpenCV does not know the suffix {path.suffix!r}")
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+    return path
+
+
+def model_input_names(model) -> list[str]:
+    return [tensor.name for tensor in model.inputs]
+
+
+def model_image_size(model):
+    """The fixed `(H, W)` of the model's image input, or None when either is free."""
+    index = model_input_names(model).index("images") if "images" in model_input_names(model) else 0
+    height, width = model.inputs[index].shape[1:3]
+    return (height, width) if height and width else None
+
+
+def _resize(image, image_size):
+    if image_size is None or tuple(image.shape[:2]) == tuple(image_size):
+        return tf.constant(image[None], tf.float32)
+    resized = tf.image.resize(tf.constant(image[None], tf.float32), image_size, method="bilinear", antialias=True)
+    return tf.clip_by_value(resized, 0.0, 255.0)
+
+
+def detect(model, image, *, image_size=None, proposals=None) -> dict:
+    """Detections of one `[H, W, 3]` RGB image, boxes in its own pixels.
+
+    Args:
+      model: a zoo detector (inputs `images` and, for Fast R-CNN, `rois`).
+      image: `[H, W, 3]` uint8 RGB.
+      image_size: `(h, w)` the image is resized to before the model, or None for its own size.
+      proposals: `images [1, h, w, 3] -> [N, 4]` RoIs in the resized image's pixels; required
+        when the model takes `rois`.
+
+    Returns:
+      `{"boxes": [D, 4], "scores": [D], "classes": [D]}` NumPy arrays, D = the model's
+      `num_detections` for the image, boxes `[ymin, xmin, ymax, xmax]` in the input image's pixels.
+    """
+    images = _resize(image, image_size)
+    if "rois" in model_input_names(model):
+        if proposals is None:
+            raise ValueError(f"detect: model {model.name!r} takes RoIs: pass proposals (a function of the images)")
+        rois = tf.convert_to_tensor(proposals(images), tf.float32)
+        if rois.shape.rank == 2:
+            rois = rois[None]
+        outputs = model({"images": images, "rois": rois}, training=False)
+    else:
+        # Faster R-CNN takes `{"images"}` (its RPN makes the proposals).
+        inputs = {"images": images} if isinstance(model.input, dict) else images
+        outputs = model(inputs, training=False)
+    count = int(outputs["num_detections"][0])
+    boxes = np.asarray(outputs["boxes"][0, :count], np.float32)
+    # The boxes are pixels of the resized image; scale each axis back.
+    scale_y = image.shape[0] / float(images.shape[1])
+    scale_x = image.shape[1] / float(images.shape[2])
+    boxes = boxes * np.array([scale_y, scale_x, scale_y, scale_x], np.float32)
+    return {
+        "boxes": boxes,
+        "scores": np.asarray(outputs["scores"][0, :count], np.float32),
+        "classes": np.asarray(outputs["classes"][0, :count]).astype(np.int64),
+    }
+
+
+def classify(model, image, *, image_size=None, top_k=5) -> dict:
+    """The `top_k` classes (0-based indices) and probabilities of one RGB image."""
+    probabilities = np.asarray(model(_resize(image, image_size), training=False), np.float64)[0]
+    if np.any(probabilities < 0) or abs(probabilities.sum() - 1.0) > 1e-3:
+        probabilities = tf.nn.softmax(probabilities).numpy()  # a model built with logits
+    order = np.argsort(-probabilities, kind="stable")[:top_k]
+    return {"classes": order, "probabilities": probabilities[order]}
+
+
+def _draw_classification(image, result, class_names):
+    canvas = np.ascontiguousarray(image.copy())
+    for row, (index, probability) in enumerate(zip(result["classes"], result["probabilities"])):
+        name = class_names[index] if class_names is not None else f"class {index}"
+        position = (4, 16 + 16 * row)
+        for colour, width in (((0, 0, 0), 3), ((255, 255, 255), 1)):
+            cv2.putText(canvas, f"{name} {probability:.2f}", position, cv2.FONT_HERSHEY_SIMPLEX, 0.45, colour, width,
+                        cv2.LINE_AA)
+    return canvas
+
+
+def predict_files(model, paths, out_dir, *, task, class_names=None, image_size=None, proposals=None,
+                  score_threshold=0.3, top_k=5) -> list[dict]:
+    """Runs `model` on image files and writes the pictures and `predictions.json` to `out_dir`.
+
+    Args:
+      task: "detection" or "classification" (the model's `zoo.describe(name).task`).
+      class_names: names of the classes (detection: classes 1..K; classification: 0..K-1).
+      score_threshold: detection: results below it are neither drawn nor listed.
+      Other arguments: as `detect` and `classify`.
+
+    Returns:
+      One record per image, as written to `predictions.json`.
+    """
+    from zoo.detection.visualize import draw_detections
+
+    if task not in ("detection", "classification"):
+        raise ValueError(f"predict_files: task must be 'detection' or 'classification', got {task!r}")
+    paths = [Path(path) for path in paths]
+    if not paths:
+        raise ValueError("predict_files: paths must name at least one image")
+    stems = [path.stem for path in paths]
+    if len(set(stems)) != len(stems):
+        raise ValueError(f"predict_files: two images share a name stem, their pictures would collide: {stems}")
+    images = [read_image(path) for path in paths]  # every file is checked before anything is written
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    records = []
+    for path, image in zip(paths, images):
+        record = {"image": str(path), "height": int(image.shape[0]), "width": int(image.shape[1])}
+        if task == "detection":
+            result = detect(model, image, image_size=image_size, proposals=proposals)
+            keep = result["scores"] >= score_threshold
+            result = {key: value[keep] for key, value in result.items()}
+            picture = draw_detections(image, **result, class_names=class_names)
+            record["detections"] = [
+                {
+                    "box": [round(float(v), 2) for v in box],
+                    "score": round(float(score), 5),
+                    "class": int(class_id),
+                    **({"label": class_names[class_id - 1]} if class_names is not None else {}),
+                }
+                for box, score, class_id in zip(result["boxes"], result["scores"], result["classes"])
+            ]
+        else:
+            result = classify(model, image, image_size=image_size, top_k=top_k)
+            picture = _draw_classification(image, result, class_names)
+            record["top_k"] = [
+                {
+                    "class": int(index),
+                    "probability": round(float(probability), 5),
+                    **({"label": class_names[index]} if class_names is not None else {}),
+                }
+                for index, probability in zip(result["classes"], result["probabilities"])
+            ]
+        record["picture"] = str(write_image(out_dir / f"{path.stem}.png", picture))
+        records.append(record)
+    listing = out_dir / "predictions.json"
+    temporary = listing.with_name(f".predictions.json.tmp-{os.getpid()}")
+    temporary.write_text(json.dumps(records, indent=1))
+    os.replace(temporary, listing)
+    return records
