@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import keras
 
-from zoo.backbones import alexnet, densenet, googlenet, lenet, resnet, vgg  # noqa: F401  (registers the families)
+from zoo.backbones import (  # noqa: F401  (registers the families)
+    alexnet, densenet, googlenet, lenet, mobilenet_v2, resnet, vgg, xception,
+)
 from zoo.backbones._common import FeatureMap
 from zoo.config import apply_overrides
 from zoo.registry import get_spec

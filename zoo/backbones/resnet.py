@@ -18,6 +18,24 @@ changes), so those models count torchvision's published parameters.
 the same weights then compute the same function sampled densely, as DeepLab and the R50-C4
 detector need. Every 3x3 convolution of a dilated stage gets the stage's new rate, because in
 the keras.applications placement the stride sits before the 3x3 convolution.
+
+`stride_placement="slim"` builds TF-slim's resnet_v1 (and DeepLab's resnet_v1_beta) instead,
+the placement the DeepLab checkpoints were trained with (see `slim_variable_names` in
+`zoo.backbones.slim`): each stage ("block" in slim) strides in the 3x3 convolution of its
+*last* unit, zero-padded by one pixel on each side (slim's `conv2d_same`); the shortcut of that
+unit is a 1x1 max-pool subsample (`x[:, ::s, ::s]`) when the depth is unchanged and a strided
+1x1 projection otherwise; the stem's 3x3/2 max pool uses TensorFlow's SAME padding; conv5
+("block4") does not stride. The layer names and the variables are the same in both placements,
+only the strides move. The dilation switch follows slim's `stack_blocks_dense`: the unit that
+would exceed `output_stride` runs with stride 1 at the current rate, and the rate is multiplied
+by its stride for the units after it. `multi_grid` (DeepLab's (1, 2, 4)) multiplies the rate of
+each conv5 unit in either placement.
+
+The feature contract in slim placement follows DeepLab's decoder end points:
+`C2` (stride 4) is `block1/unit_{n-1}/bottleneck_v1/conv3`, i.e. the output of
+`conv2_block{n-1}_3_bn` (conv3 and its batch norm, before the residual add and the ReLU) of
+the unit before the strided one; `C3` and `C4` are the same tap in conv3 and conv4
+(`block2/unit_{n-1}`, `block3/unit_{n-1}`); `C5` is the output of the last unit.
 """
 
 from __future__ import annotations
@@ -64,6 +82,12 @@ class ResNetConfig:
         (None, None, 3) without it.
       preprocessing: the in-graph normalisation of raw pixels ("caffe", "torch", "tf",
         "deeplab_resnet") or None for inputs that are already normalised.
+      stride_placement: "keras" (stride in the first unit's 1x1 convolution, as
+        keras.applications) or "slim" (stride in the last unit's 3x3 convolution, as TF-slim
+        resnet_v1 and DeepLab; bottleneck blocks only, see the module docstring). The DeepLab
+        checkpoints also expect `use_bias=False`, `batch_norm_epsilon=1e-5` and
+        `preprocessing="deeplab_resnet"` (resnet_v1_*) or "tf" (*_beta).
+      multi_grid: () or one rate multiplier per conv5 unit (DeepLab's (1, 2, 4)).
     """
 
     block: Literal["basic", "bottleneck"] = "bottleneck"
@@ -79,6 +103,8 @@ class ResNetConfig:
     pooling: Literal["avg", "max"] | None = None
     classifier_activation: str | None = "softmax"
     preprocessing: str | None = "caffe"
+    stride_placement: Literal["keras", "slim"] = "keras"
+    multi_grid: tuple[int, ...] = ()
 
     def __post_init__(self):
         check_choice(self.block, ("basic", "bottleneck"), argument="block")
@@ -90,6 +116,25 @@ class ResNetConfig:
             raise ValueError(f"batch_norm_epsilon must be in (0, 1), got {self.batch_norm_epsilon}")
         if not 0.0 <= self.batch_norm_momentum < 1.0:
             raise ValueError(f"batch_norm_momentum must be in [0, 1), got {self.batch_norm_momentum}")
+        check_choice(self.stride_placement, ("keras", "slim"), argument="stride_placement")
+        if self.stride_placement == "slim":
+            if self.block != "bottleneck":
+                raise ValueError(
+                    "stride_placement='slim' builds TF-slim's bottleneck_v1 units; it needs "
+                    f"block='bottleneck', got block={self.block!r}"
+                )
+            if min(self.depths[:3]) < 2:
+                raise ValueError(
+                    "stride_placement='slim' taps the unit before each strided last unit, so "
+                    f"the first three depths must be at least 2, got depths={self.depths}"
+                )
+        if self.multi_grid and (
+            len(self.multi_grid) != self.depths[3] or any(rate < 1 for rate in self.multi_grid)
+        ):
+            raise ValueError(
+                f"multi_grid must be () or {self.depths[3]} positive rates, one per conv5 unit "
+                f"(depths[3]), got {self.multi_grid}"
+            )
         check_classifier(self)
 
 
@@ -124,10 +169,16 @@ def _conv_bn(x, filters, kernel_size, config, *, name, relu=True, **conv_options
 
 
 def standard_stem(x, config):
-    """7x7/2 convolution and 3x3/2 max pooling, padded as keras.applications (and torchvision)."""
+    """7x7/2 convolution and 3x3/2 max pooling, padded as keras.applications (and torchvision).
+
+    In slim placement the pooling uses TensorFlow's SAME padding (slim's `pool1`), which for
+    even sizes pads only at the end: a different sampling grid from the symmetric padding.
+    """
     x = keras.layers.ZeroPadding2D(padding=3, name="conv1_pad")(x)
     x = _conv_bn(x, 64, 7, config, name="conv1", strides=2, padding="valid")
     stem = x
+    if config.stride_placement == "slim":
+        return stem, keras.layers.MaxPooling2D(3, strides=2, padding="same", name="pool1_pool")(x)
     x = keras.layers.ZeroPadding2D(padding=1, name="pool1_pad")(x)
     x = keras.layers.MaxPooling2D(3, strides=2, name="pool1_pool")(x)
     return stem, x
@@ -180,45 +231,127 @@ def bottleneck_block(x, filters, config, *, stride=1, dilation=1, conv_shortcut=
     return keras.layers.Activation("relu", name=f"{name}_out")(x)
 
 
+def slim_bottleneck_block(x, filters, config, *, stride=1, dilation=1, name):
+    """TF-slim's `bottleneck_v1`: 1x1, 3x3 (stride, dilation), 1x1 (4 x filters), shortcut.
+
+    The shortcut is a strided 1x1 projection when the depth changes, else a 1x1 max-pool
+    subsample (`{name}_0_subsample`) when the unit strides, else the identity. The strided
+    3x3 convolution is zero-padded by `dilation` on each side (slim's `conv2d_same`).
+
+    Returns:
+      `(output, conv3)`: the unit's output and the conv3 batch-norm output before the add,
+      which DeepLab takes as its decoder end point.
+    """
+    if x.shape[-1] != 4 * filters:
+        shortcut = _conv_bn(x, 4 * filters, 1, config, name=f"{name}_0", relu=False, strides=stride)
+    elif stride > 1:
+        shortcut = keras.layers.MaxPooling2D(1, strides=stride, name=f"{name}_0_subsample")(x)
+    else:
+        shortcut = x
+    residual = _conv_bn(x, filters, 1, config, name=f"{name}_1")
+    if stride > 1:
+        residual = keras.layers.ZeroPadding2D(padding=dilation, name=f"{name}_2_pad")(residual)
+        residual = _conv_bn(
+            residual, filters, 3, config, name=f"{name}_2", strides=stride, dilation=dilation,
+            padding="valid",
+        )
+    else:
+        residual = _conv_bn(residual, filters, 3, config, name=f"{name}_2", dilation=dilation)
+    conv3 = _conv_bn(residual, 4 * filters, 1, config, name=f"{name}_3", relu=False)
+    x = keras.layers.Add(name=f"{name}_add")([shortcut, conv3])
+    return keras.layers.Activation("relu", name=f"{name}_out")(x), conv3
+
+
 def stage(x, filters, depth, config, *, stride, dilation, name):
     """`depth` blocks named `{name}_block1` ...; the first may stride and project."""
-    block_fn = basic_block if config.block == "basic" else bottleneck_block
+    units = [(stride, dilation)] + [(1, dilation)] * (depth - 1)
+    return stage_units(x, filters, units, config, name=name)[0]
+
+
+def stage_units(x, filters, units, config, *, name):
+    """The blocks `{name}_block1` ... of one stage, one per `(stride, dilation)` in `units`.
+
+    Returns:
+      `(output, taps)`: the stage's output and, per block, the tensor DeepLab would tap there
+      (slim placement: the conv3 batch-norm output; keras placement: the block's output).
+    """
     expansion = 1 if config.block == "basic" else 4
-    for index in range(1, depth + 1):
-        first = index == 1
-        in_channels = x.shape[-1]
-        x = block_fn(
-            x,
-            filters,
-            config,
-            stride=stride if first else 1,
-            dilation=dilation,
-            conv_shortcut=first and (stride != 1 or in_channels != expansion * filters),
-            name=f"{name}_block{index}",
-        )
-    return x
+    taps = []
+    for index, (stride, dilation) in enumerate(units, start=1):
+        block_name = f"{name}_block{index}"
+        if config.stride_placement == "slim":
+            x, tap = slim_bottleneck_block(x, filters, config, stride=stride, dilation=dilation, name=block_name)
+        else:
+            block_fn = basic_block if config.block == "basic" else bottleneck_block
+            in_channels = x.shape[-1]
+            x = block_fn(
+                x,
+                filters,
+                config,
+                stride=stride,
+                dilation=dilation,
+                conv_shortcut=index == 1 and (stride != 1 or in_channels != expansion * filters),
+                name=block_name,
+            )
+            tap = x
+        taps.append(tap)
+    return x, taps
+
+
+def unit_plan(config: ResNetConfig) -> list[list[tuple[int, int, int]]]:
+    """Per stage, per unit: `(stride, dilation of its 3x3, stride of its input)`.
+
+    Nominal strides: keras placement strides the first unit of conv3, conv4 and conv5; slim
+    placement the last unit of conv2, conv3 and conv4 (slim's block1 ... block3). Once the
+    running stride reaches `output_stride`, a strided unit runs with stride 1 and multiplies
+    the rate; in slim placement the 3x3 that carried the stride keeps the old rate, in keras
+    placement it comes after the (former) stride and takes the new one (slim's
+    `stack_blocks_dense` and DeepLab's resnet_v1_beta). `multi_grid` scales conv5's rates.
+    """
+    plan, current, rate = [], 4, 1
+    for index, depth in enumerate(config.depths):
+        units = []
+        for unit in range(depth):
+            if config.stride_placement == "slim":
+                nominal = 2 if index < 3 and unit == depth - 1 else 1
+            else:
+                nominal = 2 if index > 0 and unit == 0 else 1
+            input_stride = current
+            if current == config.output_stride:
+                old_rate, rate = rate, rate * nominal
+                stride, dilation = 1, (old_rate if config.stride_placement == "slim" else rate)
+            else:
+                stride, dilation = nominal, rate
+                current *= nominal
+            if index == 3 and config.multi_grid:
+                dilation *= config.multi_grid[unit]
+            units.append((stride, dilation, input_stride))
+        plan.append(units)
+    return plan
 
 
 def resnet_features(config: ResNetConfig, images, *, last_level: int = 5) -> dict:
     """The feature contract of a ResNet: `C1` ... `C{last_level}` from raw-pixel `images`.
 
     `last_level=4` builds the trunk up to conv4 only, for heads that run conv5 themselves
-    (Fast R-CNN's R50-C4 runs it on each pooled RoI).
+    (Fast R-CNN's R50-C4 runs it on each pooled RoI). In slim placement `C2` ... `C4` are
+    DeepLab's decoder taps (see the module docstring).
     """
     x = normalise(images, config.preprocessing)
     stem_fn = beta_stem if config.stem == "beta" else standard_stem
     stem, x = stem_fn(x, config)
     features = {"C1": feature_map(stem, 2)}
-    current_stride, dilation = 4, 1
-    for index, (filters, depth) in enumerate(zip(STAGE_FILTERS, config.depths)):
-        if index + 2 > last_level:
+    for index, (filters, units) in enumerate(zip(STAGE_FILTERS, unit_plan(config))):
+        level = index + 2
+        if level > last_level:
             break
-        stride = 1 if index == 0 else 2
-        if stride > 1 and current_stride >= config.output_stride:
-            dilation, stride = dilation * stride, 1
-        current_stride *= stride
-        x = stage(x, filters, depth, config, stride=stride, dilation=dilation, name=f"conv{index + 2}")
-        features[f"C{index + 2}"] = feature_map(x, current_stride)
+        x, taps = stage_units(x, filters, [u[:2] for u in units], config, name=f"conv{level}")
+        if config.stride_placement == "slim" and level < 5:
+            # the unit before the strided last one, still at the stage's input stride
+            features[f"C{level}"] = feature_map(taps[-2], units[-1][2])
+        else:
+            last_stride, _, last_input = units[-1]
+            features[f"C{level}"] = feature_map(x, last_input * last_stride)
     return features
 
 
