@@ -20,8 +20,9 @@ $(STAMP): setup.py
 	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[dev]"
 	@touch $(STAMP)
 
+# The notebooks run top to bottom as tests (nbmake), each cell within 15 minutes.
 test: $(STAMP)
-	$(PY) -m pytest tests
+	$(PY) -m pytest tests notebooks --nbmake --nbmake-timeout=900
 
 demo: $(STAMP)
 	$(PY) -m zoo demo

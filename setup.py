@@ -51,7 +51,7 @@ setup(
         "matplotlib>=3.8",
     ],
     extras_require={
-        "dev": ["pytest>=8", "hypothesis>=6.100", "pycocotools>=2.0.7"],
+        "dev": ["pytest>=8", "hypothesis>=6.100", "pycocotools>=2.0.7", "nbmake>=1.5", "ipykernel>=6"],
         "notebooks": ["nbmake>=1.5", "matplotlib>=3.8", "ipykernel>=6"],
         "coco": ["pycocotools>=2.0.7"],
     },
