@@ -427,9 +427,17 @@ def load_weights(model, weights: str | os.PathLike, *, model_name: str, config=N
     return report
 
 
+ARCHIVE_SUFFIXES = (".tar.gz", ".tgz")
+
+
 def load_weights_file(model, path: str | os.PathLike) -> LoadReport:
-    """Load a `.h5` (by layer name), `.weights.h5` or `.keras` file into `model`."""
+    """Load a `.h5` (by layer name), `.weights.h5` or `.keras` file into `model`; a checkpoint
+    archive (`.tar.gz`) goes to the `tf_checkpoint_archive` importer."""
     path = Path(path)
+    if path.name.endswith(ARCHIVE_SUFFIXES):
+        if "tf_checkpoint_archive" not in IMPORTERS:
+            raise ValueError(f"weights file {path} is a checkpoint archive; no importer is registered for it")
+        return IMPORTERS["tf_checkpoint_archive"](model, path)
     if path.name.endswith((".weights.h5", ".keras")):
         model.load_weights(str(path))
         names = [layer.name for layer in model.layers if layer.weights]
@@ -437,7 +445,8 @@ def load_weights_file(model, path: str | os.PathLike) -> LoadReport:
     if path.suffix == ".h5":
         return load_h5_by_name(model, path)
     raise ValueError(
-        f"weights file {path} must end in .h5 (keras.applications format), .weights.h5 or .keras"
+        f"weights file {path} must end in .h5 (keras.applications format), .weights.h5, .keras or .tar.gz "
+        f"(a TF-slim checkpoint archive)"
     )
 
 

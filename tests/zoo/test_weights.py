@@ -97,20 +97,13 @@ def test_unknown_tag_and_bad_suffix_are_clear_errors(tmp_path):
         zoo.build("resnet18", weights=3, input_shape=SHAPE)
 
 
-# The DeepLab entries point at models that the segmentation work registers; the lead checks this
-# list against zoo.list_models(task="segmentation") once both are merged.
-SEGMENTATION_MODELS = {"deeplabv3plus_xception65", "deeplabv3plus_mobilenetv2", "deeplabv3plus_resnet101_beta"}
-
-
 def test_the_shipped_manifest_is_valid_and_names_real_models():
     entries = weights_lib.load_manifest()  # validates every entry's schema
     tags = {f"{entry['model']}.{entry['tag']}" for entry in entries}
     assert {"vgg16.imagenet", "vgg19.imagenet", "resnet50.imagenet", "resnet101.imagenet", "resnet152.imagenet",
-            "deeplabv3plus_xception65.voc", "deeplabv3plus_mobilenetv2.voc"} <= tags
+            "deeplabv3plus_xception65.voc", "deeplabv3plus_mobilenetv2.voc", "mobilenetv2.imagenet",
+            "xception.imagenet"} <= tags
     for entry in entries:
-        if entry["task"] == "segmentation" and entry["model"] not in zoo.list_models():
-            assert entry["model"] in SEGMENTATION_MODELS
-            continue
         assert entry["model"] in zoo.list_models(), entry["model"]
         assert zoo.describe(entry["model"]).task == entry["task"]
         if entry["hash"] is None:
