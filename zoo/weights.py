@@ -8,7 +8,8 @@ the path of a local file:
   model whose name is in the file receives that layer's weights. Layers of the model missing
   from the file (a head on an ImageNet backbone) and layers of the file the model lacks (the
   ImageNet classifier under `include_top=False`) are listed in the returned `LoadReport`;
-  a weight whose shape differs is an error, never skipped silently.
+  a weight whose shape differs is an error, never skipped silently. The layers keras.applications
+  leaves unnamed (Xception's residual projections) are paired by order (`unnamed_layer_aliases`).
 
 Manifest tags resolve through `weights_manifest.json` (`$ZOO_WEIGHTS_MANIFEST` overrides its
 path); every entry is validated on reading (`entry_problems`). A model built with
@@ -28,6 +29,7 @@ import hashlib
 import http.client
 import json
 import os
+import re
 import sys
 import tempfile
 import time
@@ -459,6 +461,32 @@ def _flat_layers(model):
             yield layer
 
 
+# Layers keras.applications leaves unnamed, named in the zoo: Xception's residual projections.
+_NAMED_IN_THE_ZOO = {"conv": re.compile(r"^block(\d+)_residual_conv$"), "bn": re.compile(r"^block(\d+)_residual_bn$")}
+_UNNAMED_IN_KERAS = {"conv": re.compile(r"^conv2d(_\d+)?$"), "bn": re.compile(r"^batch_normalization(_\d+)?$")}
+
+
+def unnamed_layer_aliases(model_layers: list[str], file_layers: list[str]) -> dict[str, str]:
+    """`{model layer: file layer}` for layers keras.applications did not name.
+
+    keras.applications' Xception leaves its four residual 1x1 projections and their batch norms
+    unnamed, so its published `.h5` holds them under session-dependent names (`conv2d_1` ...
+    `conv2d_4`, `batch_normalization_1` ... `_4`); the zoo names them `block{k}_residual_conv`
+    and `_bn` (k = 2, 3, 4, 13). The file lists layers in the order they were created, which is
+    block order, so the k-th unnamed layer of a kind is the k-th residual block's. Paired only
+    when the counts agree; otherwise nothing is aliased and the layers are reported missing.
+    """
+    aliases = {}
+    for kind, named_pattern in _NAMED_IN_THE_ZOO.items():
+        named = sorted((int(m[1]), name) for name in model_layers if (m := named_pattern.match(name)))
+        if not named or any(name in file_layers for _, name in named):
+            continue
+        unnamed = [name for name in file_layers if _UNNAMED_IN_KERAS[kind].match(name)]
+        if len(unnamed) == len(named):
+            aliases.update({name: file_name for (_, name), file_name in zip(named, unnamed)})
+    return aliases
+
+
 def load_h5_by_name(model, path: str | os.PathLike) -> LoadReport:
     """Load a keras.applications-style (Keras 2 HDF5) weights file into `model` by layer name.
 
@@ -481,9 +509,10 @@ def load_h5_by_name(model, path: str | os.PathLike) -> LoadReport:
             ]
             if weight_names:
                 file_layers[name] = [group[name][w][()] for w in weight_names]
+    aliases = unnamed_layer_aliases([layer.name for layer in _flat_layers(model)], list(file_layers))
     assignments = []
     for layer in _flat_layers(model):
-        values = file_layers.pop(layer.name, None)
+        values = file_layers.pop(aliases.get(layer.name, layer.name), None)
         if values is None:
             report.missing.append(layer.name)
             continue
