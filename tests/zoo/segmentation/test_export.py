@@ -20,6 +20,10 @@ def test_a_deeplab_export_serves_without_the_zoo(tmp_path, rng):
         name="tiny_deeplab",
     )
     randomize_batch_norm(model, rng)
+    # DeepLab's logits start at a standard deviation of 0.01, too flat for the comparison to see
+    # anything: large weights make the logits, and their argmax, vary over the image.
+    kernel = model.get_layer("logits_semantic").kernel
+    kernel.assign(rng.normal(scale=100.0, size=kernel.shape).astype("float32"))
     images = pixels(rng, (2, 45, 37, 3))  # odd sizes: the resizes must land on the input size
     directory = zoo.export(model, tmp_path / "deeplab")
     np.savez(tmp_path / "in.npz", images=images)
@@ -33,6 +37,6 @@ def test_a_deeplab_export_serves_without_the_zoo(tmp_path, rng):
     served = dict(np.load(tmp_path / "out.npz"))
     logits = np.asarray(model(images.astype("float32"), training=False))
     assert served["semantic_predictions"].shape == (2, 45, 37)
-    np.testing.assert_allclose(served["logits"], logits, atol=1e-4)
+    np.testing.assert_allclose(served["logits"], logits, rtol=1e-4, atol=1e-3)
     np.testing.assert_array_equal(served["semantic_predictions"], logits.argmax(-1))
-    assert logits.std(axis=(1, 2)).min() > 1e-3  # the logits vary over the image
+    assert logits.std(axis=(1, 2)).min() > 1e-2  # the logits vary over the image
