@@ -1,7 +1,14 @@
-"""Fast R-CNN R50-C4 trained from scratch on synthetic shapes, on the CPU: mAP@0.5 and training time.
+"""Fast and Faster R-CNN trained from scratch on synthetic shapes, on the CPU: mAP@0.5 and training time.
 
     $ export TF_ENABLE_ONEDNN_OPTS=1
     $ python bench/fast_rcnn_synthetic.py            # writes bench/results/fast_rcnn_synthetic.md
+    $ python bench/fast_rcnn_synthetic.py --model faster_rcnn_resnet50   # .../faster_rcnn_synthetic.md
+
+Faster R-CNN (`faster_rcnn_resnet50`, no `rois` input) is trained by
+`training.faster_rcnn.FasterRCNNTrainer`: the RPN and the head jointly, on
+`rpn_classification + rpn_box + classification + box`, with anchors whose sides follow the
+synthetic objects' sizes and fewer proposals than the paper's 2000 / 300 (an image holds a few
+objects, and conv5 runs once per proposal at test time).
 
 What it does: `training.train` (the trainer behind `zoo train`, task "detection", so the RoIs
 are sampled and the loss computed by `training.detection.FastRCNNTrainer`) trains
@@ -39,7 +46,8 @@ import zoo  # noqa: E402
 from training import TrainConfig, data, evaluate_detector, train  # noqa: E402
 from zoo.detection.proposals import sliding_windows  # noqa: E402
 
-RESULTS = ROOT / "bench" / "results" / "fast_rcnn_synthetic.md"
+RESULTS = ROOT / "bench" / "results"
+MODELS = ("fast_rcnn_resnet50", "fast_rcnn_vgg16", "faster_rcnn_resnet50")
 TARGET_MAP, TARGET_MINUTES = 0.9, 20.0
 
 
@@ -89,7 +97,7 @@ def machine():
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="fast_rcnn_resnet50", choices=("fast_rcnn_resnet50", "fast_rcnn_vgg16"))
+    parser.add_argument("--model", default="fast_rcnn_resnet50", choices=MODELS)
     parser.add_argument("--fc-units", type=int, default=None, help="fast_rcnn_vgg16: fc6/fc7 width")
     parser.add_argument("--image-size", type=int, default=128)
     parser.add_argument("--train-images", type=int, default=1200)
@@ -106,19 +114,30 @@ def main(argv=None):
     parser.add_argument("--warmup-epochs", type=float, default=0.3)
     parser.add_argument("--weight-decay", type=float, default=None)
     parser.add_argument("--windows", default="8:20,28,40;16:56,80,112", help="STRIDE:SIDES;STRIDE:SIDES")
-    parser.add_argument("--aspect-ratios", type=float, nargs="+", default=(1.0,))
+    parser.add_argument("--aspect-ratios", type=float, nargs="+", default=(1.0,), help="of the sliding windows")
+    rpn = parser.add_argument_group("faster_rcnn_resnet50's RPN")
+    rpn.add_argument("--anchor-scales", type=float, nargs="+", default=(16.0, 32.0, 64.0, 96.0))
+    rpn.add_argument("--anchor-ratios", type=float, nargs="+", default=(0.5, 1.0, 2.0))
+    rpn.add_argument("--train-proposals", type=int, default=128, help="proposals per image in training")
+    rpn.add_argument("--test-proposals", type=int, default=32, help="proposals per image at test time")
+    rpn.add_argument("--rpn-min-size", type=float, default=4.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2, help="TensorFlow intra-op threads (the cores used)")
     parser.add_argument("--out", default=None, help="the run directory (default: a temporary one)")
-    parser.add_argument("--results", default=str(RESULTS), help="where to write the markdown ('-' for none)")
+    parser.add_argument("--results", default=None,
+                        help="where to write the markdown ('-' for none; default bench/results/<kind>_synthetic.md)")
     args = parser.parse_args(argv)
+    has_rpn = args.model.startswith("faster")
+    if args.results is None:
+        args.results = str(RESULTS / ("faster_rcnn_synthetic.md" if has_rpn else "fast_rcnn_synthetic.md"))
 
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     tf.config.threading.set_inter_op_parallelism_threads(args.threads)
     size = (args.image_size, args.image_size)
-    tiers = parse_tiers(args.windows)
-    proposals = window_proposals(tiers, tuple(args.aspect_ratios))
-    num_windows = int(proposals(tf.zeros([1, *size, 3])).shape[0])
+    proposals, num_windows = None, None
+    if not has_rpn:
+        proposals = window_proposals(parse_tiers(args.windows), tuple(args.aspect_ratios))
+        num_windows = int(proposals(tf.zeros([1, *size, 3])).shape[0])
     synthetic = dict(image_size=size, num_classes=args.num_classes, max_objects=args.max_objects)
     train_source = data.synthetic(args.train_images, seed=args.seed, **synthetic)
     test_source = data.synthetic(args.test_images, seed=args.seed + 1_000_003, **synthetic)
@@ -127,19 +146,30 @@ def main(argv=None):
         learning_rate=args.lr, schedule=args.schedule, warmup_epochs=args.warmup_epochs,
         weight_decay=args.weight_decay, validation_fraction=0.0, backup_every=args.epochs, seed=args.seed,
     )
-    out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="fast_rcnn_synthetic-"))
+    out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix=f"{args.model}_synthetic-"))
     load_before = os.getloadavg()
-    print(f"bench: {num_windows} windows per image; run in {out}", file=sys.stderr, flush=True)
+    print(f"bench: {num_windows or 'RPN'} proposals per image; run in {out}", file=sys.stderr, flush=True)
 
     def build(num_classes):
         extra = {"fc_units": args.fc_units} if args.fc_units else {}
+        if has_rpn:
+            extra = dict(
+                anchor_scales=tuple(args.anchor_scales), anchor_aspect_ratios=tuple(args.anchor_ratios),
+                rpn_min_size=args.rpn_min_size, train_pre_nms_top_n=8 * args.train_proposals,
+                train_post_nms_top_n=args.train_proposals, test_pre_nms_top_n=8 * args.test_proposals,
+                test_post_nms_top_n=args.test_proposals,
+            )
         return zoo.build(args.model, num_classes=num_classes, input_shape=(*size, 3), pool_size=args.pool_size,
                          **extra)
+
+    task_options = {"rois_per_image": args.rois_per_image, "seed": args.seed}
+    if proposals is not None:
+        task_options["proposals"] = proposals
 
     start = time.perf_counter()
     result = train(
         build, train_source, out_dir=out, task="detection", config=config, verbose=2,
-        task_options={"proposals": proposals, "rois_per_image": args.rois_per_image, "seed": args.seed},
+        task_options=task_options,
     )
     train_seconds = time.perf_counter() - start
     load_after = os.getloadavg()
@@ -163,6 +193,23 @@ def main(argv=None):
     return 0
 
 
+def proposal_lines(config):
+    if config["model"].startswith("faster"):
+        return [
+            f"- RPN: anchors {config['anchor_scales']} px x aspect ratios {config['anchor_ratios']}, "
+            f"{config['train_proposals']} proposals per image in training and {config['test_proposals']} at test "
+            f"time (NMS 0.7), minimum side {config['rpn_min_size']} px; 256 anchors per image, half positive at most",
+            f"- head sampling: {config['rois_per_image']} RoIs per image from the proposals plus the ground truth, "
+            "25% foreground (IoU >= 0.5), background IoU in [0, 0.5)",
+        ]
+    return [
+        f"- proposals: sliding windows `{config['windows']}` (stride: sides), aspect ratios "
+        f"{config['aspect_ratios']}, {config['windows_per_image']} per image, for training and evaluation",
+        f"- sampling: {config['rois_per_image']} RoIs per image, 25% foreground (IoU >= 0.5), background "
+        "IoU in [0.1, 0.5), ground truth plus 2 jittered copies as candidates",
+    ]
+
+
 def write_markdown(path, record):
     config, machine_info = record["config"], record["machine"]
     minutes = record["train_seconds"] / 60
@@ -170,9 +217,10 @@ def write_markdown(path, record):
     per_class = "\n".join(f"| {name} | {value:.3f} |" for name, value in record["AP"].items())
     losses = record["history"].get("loss", [])
     lines = [
-        f"# Fast R-CNN (`{config['model']}`) from scratch on synthetic shapes (CPU)",
+        f"# {'Faster' if config['model'].startswith('faster') else 'Fast'} R-CNN (`{config['model']}`) from scratch "
+        "on synthetic shapes (CPU)",
         "",
-        "Produced by `bench/fast_rcnn_synthetic.py`; the issue's target is mAP@0.5 >= "
+        f"Produced by `bench/fast_rcnn_synthetic.py --model {config['model']}`; the issue's target is mAP@0.5 >= "
         f"{TARGET_MAP} within {TARGET_MINUTES:g} minutes of training on 2 CPU cores.",
         "",
         "| | |",
@@ -189,17 +237,14 @@ def write_markdown(path, record):
         "",
         "## Configuration",
         "",
-        f"- model: `{config['model']}`{' (R50-C4)' if config['model'] == 'fast_rcnn_resnet50' else ''}"
+        f"- model: `{config['model']}`{' (R50-C4)' if config['model'] != 'fast_rcnn_vgg16' else ''}"
         f"{', fc width ' + str(config['fc_units']) if config['fc_units'] else ''}, random initialisation, input {config['image_size']} x "
         f"{config['image_size']}, RoI max pooling {config['pool_size']} x {config['pool_size']}",
         f"- data: `training.data.synthetic`, {config['num_classes']} classes, up to {config['max_objects']} "
         f"objects per image; {config['train_images']} training images (seed {config['seed']}), "
         f"{config['test_images']} held-out images (another seed); make_dataset's augmentation (flip, scale "
         "0.75-1.25, crop, colour)",
-        f"- proposals: sliding windows `{config['windows']}` (stride: sides), aspect ratios "
-        f"{config['aspect_ratios']}, {config['windows_per_image']} per image, for training and evaluation",
-        f"- sampling: {config['rois_per_image']} RoIs per image, 25% foreground (IoU >= 0.5), background "
-        "IoU in [0.1, 0.5), ground truth plus 2 jittered copies as candidates",
+*proposal_lines(config),
         f"- optimisation: {config['optimizer']} lr {config['lr']}, {config['schedule']} schedule, warm-up "
         f"{config['warmup_epochs']} epochs, {config['epochs']} epochs of batch {config['batch_size']}, weight "
         f"decay {'the backbone default (1e-4)' if config['weight_decay'] is None else config['weight_decay']}",

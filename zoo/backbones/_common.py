@@ -46,6 +46,15 @@ def check_choice(value, choices, *, argument: str) -> None:
         raise ValueError(f"{argument} must be one of {list(choices)}, got {value!r}")
 
 
+def check_batch_norm(config) -> None:
+    """`batch_norm_epsilon` in (0, 1) and, where the config has one, `batch_norm_momentum` in [0, 1)."""
+    if not 0.0 < config.batch_norm_epsilon < 1.0:
+        raise ValueError(f"batch_norm_epsilon must be in (0, 1), got {config.batch_norm_epsilon}")
+    momentum = getattr(config, "batch_norm_momentum", 0.0)
+    if not 0.0 <= momentum < 1.0:
+        raise ValueError(f"batch_norm_momentum must be in [0, 1), got {momentum}")
+
+
 def check_classifier(config) -> None:
     """Validation shared by every classification config (keras.applications' arguments)."""
     if config.classes < 1:
@@ -131,3 +140,17 @@ def classifier_head(x, config, *, flatten_fc: tuple[int, ...] = ()):
     if config.pooling == "max":
         return keras.layers.GlobalMaxPooling2D(name="max_pool")(x)
     return x
+
+
+def build_classifier(config, features_fn, *, name: str, min_size: int, needs_fixed_size: bool = False,
+                     shape=None, flatten_fc: tuple[int, ...] = ()) -> keras.Model:
+    """The generic classifier of a family: raw pixels -> `features_fn` -> `classifier_head` on C5.
+
+    `shape` replaces the input shape `resolve_input_shape` would give (a family whose default
+    size differs, such as Xception's 299).
+    """
+    shape = shape or resolve_input_shape(config, min_size=min_size, needs_fixed_size=needs_fixed_size)
+    images = image_input(shape)
+    features = features_fn(config, images)
+    outputs = classifier_head(features["C5"].tensor, config, flatten_fc=flatten_fc)
+    return keras.Model(images, outputs, name=name)

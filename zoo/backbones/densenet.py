@@ -25,12 +25,11 @@ from typing import Literal
 import keras
 
 from zoo.backbones._common import (
+    build_classifier,
+    check_batch_norm,
     check_classifier,
-    classifier_head,
     feature_map,
-    image_input,
     normalise,
-    resolve_input_shape,
 )
 from zoo.registry import register
 
@@ -70,8 +69,7 @@ class DenseNetConfig:
             raise ValueError(f"growth_rate must be a positive integer, got {self.growth_rate}")
         if not 0.0 < self.reduction <= 1.0:
             raise ValueError(f"reduction must be in (0, 1], got {self.reduction}")
-        if not 0.0 < self.batch_norm_epsilon < 1.0:
-            raise ValueError(f"batch_norm_epsilon must be in (0, 1), got {self.batch_norm_epsilon}")
+        check_batch_norm(self)
         check_classifier(self)
 
 
@@ -126,11 +124,7 @@ def densenet_features(config: DenseNetConfig, images) -> dict:
 
 def build_densenet(config: DenseNetConfig, *, name: str = "densenet") -> keras.Model:
     """A DenseNet classifier (or feature extractor without the top) from its config."""
-    shape = resolve_input_shape(config, min_size=MIN_INPUT_SIZE, needs_fixed_size=False)
-    images = image_input(shape)
-    features = densenet_features(config, images)
-    outputs = classifier_head(features["C5"].tensor, config)
-    return keras.Model(images, outputs, name=name)
+    return build_classifier(config, densenet_features, name=name, min_size=MIN_INPUT_SIZE)
 
 
 def _register(name):

@@ -45,6 +45,7 @@ from typing import Literal
 import keras
 
 from zoo.backbones._common import (
+    check_batch_norm,
     check_classifier,
     feature_map,
     image_input,
@@ -103,8 +104,7 @@ class GoogLeNetConfig:
         for argument in ("dropout", "aux_dropout"):
             if not 0.0 <= getattr(self, argument) < 1.0:
                 raise ValueError(f"{argument} must be in [0, 1), got {getattr(self, argument)}")
-        if not 0.0 < self.batch_norm_epsilon < 1.0:
-            raise ValueError(f"batch_norm_epsilon must be in (0, 1), got {self.batch_norm_epsilon}")
+        check_batch_norm(self)
         if self.aux_logits and not self.include_top:
             raise ValueError("aux_logits=True adds classifiers, so it needs include_top=True")
         check_classifier(self)

@@ -34,13 +34,12 @@ from typing import Literal
 import keras
 
 from zoo.backbones._common import (
+    build_classifier,
+    check_batch_norm,
     check_choice,
     check_classifier,
-    classifier_head,
     feature_map,
-    image_input,
     normalise,
-    resolve_input_shape,
 )
 from zoo.registry import register
 
@@ -92,10 +91,7 @@ class MobileNetV2Config:
         if not self.alpha > 0:
             raise ValueError(f"alpha must be a positive width multiplier, got {self.alpha}")
         check_choice(self.output_stride, (8, 16, 32), argument="output_stride")
-        if not 0.0 < self.batch_norm_epsilon < 1.0:
-            raise ValueError(f"batch_norm_epsilon must be in (0, 1), got {self.batch_norm_epsilon}")
-        if not 0.0 <= self.batch_norm_momentum < 1.0:
-            raise ValueError(f"batch_norm_momentum must be in [0, 1), got {self.batch_norm_momentum}")
+        check_batch_norm(self)
         check_classifier(self)
 
 
@@ -189,11 +185,7 @@ def mobilenet_v2_features(config: MobileNetV2Config, images) -> dict:
 
 def build_mobilenet_v2(config: MobileNetV2Config, *, name: str = "mobilenetv2") -> keras.Model:
     """A MobileNet-v2 classifier (or feature extractor without the top) from its config."""
-    shape = resolve_input_shape(config, min_size=MIN_INPUT_SIZE, needs_fixed_size=False)
-    images = image_input(shape)
-    features = mobilenet_v2_features(config, images)
-    outputs = classifier_head(features["C5"].tensor, config)
-    return keras.Model(images, outputs, name=name)
+    return build_classifier(config, mobilenet_v2_features, name=name, min_size=MIN_INPUT_SIZE)
 
 
 @register(

@@ -46,13 +46,12 @@ from typing import Literal
 import keras
 
 from zoo.backbones._common import (
+    build_classifier,
+    check_batch_norm,
     check_choice,
     check_classifier,
-    classifier_head,
     feature_map,
-    image_input,
     normalise,
-    resolve_input_shape,
 )
 from zoo.registry import register
 
@@ -112,10 +111,7 @@ class ResNetConfig:
         check_choice(self.output_stride, (8, 16, 32), argument="output_stride")
         if len(self.depths) != 4 or any(depth < 1 for depth in self.depths):
             raise ValueError(f"depths must be four positive block counts, got {self.depths}")
-        if not 0.0 < self.batch_norm_epsilon < 1.0:
-            raise ValueError(f"batch_norm_epsilon must be in (0, 1), got {self.batch_norm_epsilon}")
-        if not 0.0 <= self.batch_norm_momentum < 1.0:
-            raise ValueError(f"batch_norm_momentum must be in [0, 1), got {self.batch_norm_momentum}")
+        check_batch_norm(self)
         check_choice(self.stride_placement, ("keras", "slim"), argument="stride_placement")
         if self.stride_placement == "slim":
             if self.block != "bottleneck":
@@ -357,11 +353,7 @@ def resnet_features(config: ResNetConfig, images, *, last_level: int = 5) -> dic
 
 def build_resnet(config: ResNetConfig, *, name: str = "resnet") -> keras.Model:
     """A ResNet v1 classifier (or feature extractor without the top) from its config."""
-    shape = resolve_input_shape(config, min_size=MIN_INPUT_SIZE, needs_fixed_size=False)
-    images = image_input(shape)
-    features = resnet_features(config, images)
-    outputs = classifier_head(features["C5"].tensor, config)
-    return keras.Model(images, outputs, name=name)
+    return build_classifier(config, resnet_features, name=name, min_size=MIN_INPUT_SIZE)
 
 
 def _register(name, paper=PAPER):

@@ -21,12 +21,10 @@ from typing import Literal
 import keras
 
 from zoo.backbones._common import (
+    build_classifier,
     check_classifier,
-    classifier_head,
     feature_map,
-    image_input,
     normalise,
-    resolve_input_shape,
 )
 from zoo.registry import register
 
@@ -91,11 +89,8 @@ def vgg_features(config: VGGConfig, images) -> dict:
 
 def build_vgg(config: VGGConfig, *, name: str = "vgg") -> keras.Model:
     """A VGG classifier (or feature extractor without the top) from its config."""
-    shape = resolve_input_shape(config, min_size=MIN_INPUT_SIZE, needs_fixed_size=config.include_top)
-    images = image_input(shape)
-    features = vgg_features(config, images)
-    outputs = classifier_head(features["C5"].tensor, config, flatten_fc=config.fc_units)
-    return keras.Model(images, outputs, name=name)
+    return build_classifier(config, vgg_features, name=name, min_size=MIN_INPUT_SIZE,
+                            needs_fixed_size=config.include_top, flatten_fc=config.fc_units)
 
 
 def _register(name):

@@ -49,11 +49,11 @@ from typing import Literal
 import keras
 
 from zoo.backbones._common import (
+    build_classifier,
+    check_batch_norm,
     check_choice,
     check_classifier,
-    classifier_head,
     feature_map,
-    image_input,
     normalise,
     resolve_input_shape,
 )
@@ -106,10 +106,7 @@ class XceptionConfig:
             raise ValueError(f"multi_grid must be three positive rates, got {self.multi_grid}")
         if self.architecture == "keras" and self.multi_grid != (1, 1, 1):
             raise ValueError("multi_grid applies to architecture='aligned' only; keep (1, 1, 1)")
-        if not 0.0 < self.batch_norm_epsilon < 1.0:
-            raise ValueError(f"batch_norm_epsilon must be in (0, 1), got {self.batch_norm_epsilon}")
-        if not 0.0 <= self.batch_norm_momentum < 1.0:
-            raise ValueError(f"batch_norm_momentum must be in [0, 1), got {self.batch_norm_momentum}")
+        check_batch_norm(self)
         check_classifier(self)
 
 
@@ -314,10 +311,7 @@ def build_xception(config: XceptionConfig, *, name: str = "xception") -> keras.M
     shape = resolve_input_shape(config, min_size=MIN_INPUT_SIZE, needs_fixed_size=False)
     if config.include_top and config.input_shape is None and config.architecture == "keras":
         shape = (299, 299, 3)
-    images = image_input(shape)
-    features = xception_features(config, images)
-    outputs = classifier_head(features["C5"].tensor, config)
-    return keras.Model(images, outputs, name=name)
+    return build_classifier(config, xception_features, name=name, min_size=MIN_INPUT_SIZE, shape=shape)
 
 
 @register("xception", task="classification", builder=build_xception, paper=PAPER, features=xception_features)
