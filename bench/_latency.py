@@ -14,6 +14,7 @@ import os
 import platform
 import statistics
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -56,18 +57,24 @@ class Peer:
 
     def __init__(self, python: str, script: Path, args: list[str], *, cwd: Path):
         env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+        # stderr to a file, not a pipe: a peer's logs must never fill a pipe nobody reads and stall it.
+        self.log = tempfile.TemporaryFile(mode="w+")
         self.process = subprocess.Popen(
             [python, str(script), *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, text=True, cwd=cwd, env=env,
+            stderr=self.log, text=True, cwd=cwd, env=env,
         )
         self.describe = self._answer()
 
     def _answer(self) -> dict:
-        line = self.process.stdout.readline()
-        if not line:
-            error = self.process.stderr.read()
-            raise RuntimeError(f"the peer exited without answering; its stderr ends with:\n{error[-3000:]}")
-        return json.loads(line)
+        while True:
+            line = self.process.stdout.readline()
+            if not line:
+                self.process.wait(timeout=60)
+                self.log.seek(0)
+                error = self.log.read()
+                raise RuntimeError(f"the peer exited without answering; its stderr ends with:\n{error[-3000:]}")
+            if line.startswith("{"):  # anything a library printed before `serve` took stdout over is skipped
+                return json.loads(line)
 
     def run(self, count: int) -> list[float]:
         self.process.stdin.write(f"run {count}\n")
@@ -82,6 +89,7 @@ class Peer:
             self.process.stdin.write("quit\n")
             self.process.stdin.flush()
             self.process.wait(timeout=60)
+        self.log.close()
 
 
 def time_calls(fn, count: int) -> list[float]:

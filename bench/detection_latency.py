@@ -87,17 +87,17 @@ def main(argv=None) -> int:
         for jit, mode in variants:
             label = name if not jit else f"{name} (XLA)"
             model, call = zoo_case(name, image, model_rois, jit=jit)
+            proposals = f"{args.proposals} random boxes (input)" if model_rois is not None else "RPN, 300 at test time"
             try:
                 start = time.perf_counter()
                 detections = call()  # traces (and compiles) here, outside the timings
                 trace_s = time.perf_counter() - start
             except Exception as error:  # record, never hide, what does not compile
-                notes[label] = dict(mode=mode, error=str(error).splitlines()[0][:300])
+                notes[label] = dict(mode=mode, rois=proposals, error=_first_line(error))
                 continue
             sides[label] = lambda count, call=call: time_calls(call, count)
             notes[label] = dict(mode=mode, parameters=model.count_params(), first_call_s=round(trace_s, 1),
-                                detections_on_first_call=detections,
-                                rois=f"{args.proposals} random boxes (input)" if model_rois is not None else "RPN, 300 at test time")
+                                detections_on_first_call=detections, rois=proposals)
 
     peer = None
     if args.torch_python and Path(args.torch_python).exists():
@@ -123,6 +123,14 @@ def main(argv=None) -> int:
         temporary.replace(args.out.with_suffix(suffix))
     print(markdown(report))
     return 0
+
+
+def _first_line(error) -> str:
+    """The error's gist: XLA's message names the unsupported op after a long graph name."""
+    text = str(error).splitlines()[0]
+    if "Detected unsupported operations" in text and "JIT: " in text:
+        text = "XLA has no kernel for " + text.split("JIT: ", 1)[1].split(" (", 1)[0]
+    return text[:300]
 
 
 def markdown(report) -> str:
