@@ -9,6 +9,7 @@
           --image-size 448 448
     $ zoo train faster_rcnn_resnet50 --dataset synthetic:800 --image-size 128 128 --out runs/faster
     $ zoo predict fast_rcnn_resnet50 --weights runs/frcnn/model.keras street.jpg --out predictions/
+    $ zoo predict deeplabv3plus_resnet50 --weights runs/deeplab/model.keras street.jpg --out masks/
     $ zoo inspect vgg16 photo.jpg --layers block1_conv2 block1_pool --out fig.png --receptive-field block5_conv3
     $ zoo export resnet50 --weights imagenet --out exports/resnet50 --fold-batch-norm
     $ zoo train deeplabv3plus_resnet50 --dataset synthetic:256 --image-size 65 65 --out runs/deeplab
@@ -379,8 +380,6 @@ def cmd_predict(args) -> int:
     from zoo.predict import model_input_names, predict_files
 
     task = zoo.describe(args.model).task
-    if task == "segmentation":
-        raise ValueError(f"zoo predict does not handle {task} models yet")
     classes = _class_names(args, args.weights)
     if str(args.weights).endswith(".keras"):
         model = _load_trained(args.model, args.weights, None, classes, task)
@@ -400,8 +399,13 @@ def cmd_predict(args) -> int:
         score_threshold=args.score_threshold, top_k=args.top_k,
     )
     for record in records:
-        found = len(record["detections"]) if task == "detection" else record["top_k"][0].get("label", record["top_k"][0]["class"])
-        what = "detections" if task == "detection" else "top-1"
+        if task == "segmentation":
+            found = ", ".join(f"{c.get('label', c['class'])} {c['fraction']:.0%}" for c in record["classes"])
+            what = "pixels"
+        elif task == "detection":
+            found, what = len(record["detections"]), "detections"
+        else:
+            found, what = record["top_k"][0].get("label", record["top_k"][0]["class"]), "top-1"
         print(f"{record['image']}: {what} {found} -> {record['picture']}", file=sys.stderr)
     print(f"zoo predict: {len(records)} images, results in {Path(args.out) / 'predictions.json'}", file=sys.stderr)
     return 0

@@ -7,7 +7,11 @@ result is mapped back to the original image's pixels:
 - detection: boxes, scores and 1-based classes after the model's own NMS, drawn on the image
   (`zoo.detection.visualize.draw_detections`); a Fast R-CNN model gets its RoIs from a
   `proposals(images) -> [N, 4]` function (the CLI uses the sliding windows it trained with);
-- classification: the top-k classes with their probabilities, written on the image.
+- classification: the top-k classes with their probabilities, written on the image;
+- segmentation: the class of every pixel of the original image (the logits resized back to
+  its size bilinearly, with DeepLab's align-corners, then the argmax), drawn as VOC-palette
+  colours blended over it (`zoo.segmentation.visualize.blend`), with each class's fraction
+  of the pixels in `predictions.json`.
 
 `predict_files` writes `OUT/<image stem>.png` for every image and `OUT/predictions.json` with
 every result; each file is written under a temporary name and renamed, so an interrupted run
@@ -115,6 +119,36 @@ def classify(model, image, *, image_size=None, top_k=5) -> dict:
     return {"classes": order, "probabilities": probabilities[order]}
 
 
+def segment(model, image, *, image_size=None) -> np.ndarray:
+    """The `[H, W]` int32 class ids of one `[H, W, 3]` RGB image, in the image's own size.
+
+    The model runs on the image resized to `image_size` (or as it is); its logits, not the
+    ids, are resized back to `H x W` (bilinear, align corners as DeepLab) before the argmax,
+    so class boundaries fall between the model's pixels rather than on a blocky grid.
+    """
+    from layers import resize_bilinear
+
+    logits = tf.convert_to_tensor(model(_resize(image, image_size), training=False), tf.float32)
+    if logits.shape.rank != 4:
+        raise ValueError(f"segment: model {model.name!r} must return logits [B, H, W, K], got shape {logits.shape}")
+    if tuple(logits.shape[1:3]) != tuple(image.shape[:2]):
+        logits = resize_bilinear(logits, image.shape[:2], align_corners=True)
+    return np.asarray(tf.argmax(logits[0], axis=-1, output_type=tf.int32))
+
+
+def class_fractions(mask, class_names=None) -> list[dict]:
+    """`[{"class", "fraction"[, "label"]}]` for every class present in `mask`, by class id;
+    class 0 is "background" and class c names `class_names[c - 1]`."""
+    ids, counts = np.unique(mask, return_counts=True)
+    records = []
+    for class_id, count in zip(ids.tolist(), counts.tolist()):
+        record = {"class": int(class_id), "fraction": round(count / mask.size, 6)}
+        if class_names is not None:
+            record["label"] = "background" if class_id == 0 else class_names[class_id - 1]
+        records.append(record)
+    return records
+
+
 def _draw_classification(image, result, class_names):
     canvas = np.ascontiguousarray(image.copy())
     for row, (index, probability) in enumerate(zip(result["classes"], result["probabilities"])):
@@ -131,8 +165,9 @@ def predict_files(model, paths, out_dir, *, task, class_names=None, image_size=N
     """Runs `model` on image files and writes the pictures and `predictions.json` to `out_dir`.
 
     Args:
-      task: "detection" or "classification" (the model's `zoo.describe(name).task`).
-      class_names: names of the classes (detection: classes 1..K; classification: 0..K-1).
+      task: "detection", "classification" or "segmentation" (`zoo.describe(name).task`).
+      class_names: names of the classes (detection and segmentation: classes 1..K, 0 being the
+        background; classification: 0..K-1).
       score_threshold: detection: results below it are neither drawn nor listed.
       Other arguments: as `detect` and `classify`.
 
@@ -141,14 +176,23 @@ def predict_files(model, paths, out_dir, *, task, class_names=None, image_size=N
     """
     from zoo.detection.visualize import draw_detections
 
-    if task not in ("detection", "classification"):
-        raise ValueError(f"predict_files: task must be 'detection' or 'classification', got {task!r}")
+    from zoo.segmentation.visualize import blend
+
+    if task not in ("detection", "classification", "segmentation"):
+        raise ValueError(
+            f"predict_files: task must be 'detection', 'classification' or 'segmentation', got {task!r}"
+        )
     paths = [Path(path) for path in paths]
     if not paths:
         raise ValueError("predict_files: paths must name at least one image")
     stems = [path.stem for path in paths]
     if len(set(stems)) != len(stems):
         raise ValueError(f"predict_files: two images share a name stem, their pictures would collide: {stems}")
+    if task == "segmentation" and class_names is not None and model.output.shape[-1] != len(class_names) + 1:
+        raise ValueError(
+            f"predict_files: the model has {model.output.shape[-1]} classes (background included) but class_names "
+            f"has {len(class_names)} names (classes 1..K; 0 is the background)"
+        )
     images = [read_image(path) for path in paths]  # every file is checked before anything is written
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -169,6 +213,10 @@ def predict_files(model, paths, out_dir, *, task, class_names=None, image_size=N
                 }
                 for box, score, class_id in zip(result["boxes"], result["scores"], result["classes"])
             ]
+        elif task == "segmentation":
+            mask = segment(model, image, image_size=image_size)
+            picture = blend(image, mask)
+            record["classes"] = class_fractions(mask, class_names)
         else:
             result = classify(model, image, image_size=image_size, top_k=top_k)
             picture = _draw_classification(image, result, class_names)

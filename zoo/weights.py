@@ -8,7 +8,8 @@ the path of a local file:
   model whose name is in the file receives that layer's weights. Layers of the model missing
   from the file (a head on an ImageNet backbone) and layers of the file the model lacks (the
   ImageNet classifier under `include_top=False`) are listed in the returned `LoadReport`;
-  a weight whose shape differs is an error, never skipped silently.
+  a weight whose shape differs is an error, never skipped silently. The layers keras.applications
+  leaves unnamed (Xception's residual projections) are paired by order (`unnamed_layer_aliases`).
 
 Manifest tags resolve through `weights_manifest.json` (`$ZOO_WEIGHTS_MANIFEST` overrides its
 path); every entry is validated on reading (`entry_problems`). A model built with
@@ -28,6 +29,7 @@ import hashlib
 import http.client
 import json
 import os
+import re
 import sys
 import tempfile
 import time
@@ -427,9 +429,17 @@ def load_weights(model, weights: str | os.PathLike, *, model_name: str, config=N
     return report
 
 
+ARCHIVE_SUFFIXES = (".tar.gz", ".tgz")
+
+
 def load_weights_file(model, path: str | os.PathLike) -> LoadReport:
-    """Load a `.h5` (by layer name), `.weights.h5` or `.keras` file into `model`."""
+    """Load a `.h5` (by layer name), `.weights.h5` or `.keras` file into `model`; a checkpoint
+    archive (`.tar.gz`) goes to the `tf_checkpoint_archive` importer."""
     path = Path(path)
+    if path.name.endswith(ARCHIVE_SUFFIXES):
+        if "tf_checkpoint_archive" not in IMPORTERS:
+            raise ValueError(f"weights file {path} is a checkpoint archive; no importer is registered for it")
+        return IMPORTERS["tf_checkpoint_archive"](model, path)
     if path.name.endswith((".weights.h5", ".keras")):
         model.load_weights(str(path))
         names = [layer.name for layer in model.layers if layer.weights]
@@ -437,7 +447,8 @@ def load_weights_file(model, path: str | os.PathLike) -> LoadReport:
     if path.suffix == ".h5":
         return load_h5_by_name(model, path)
     raise ValueError(
-        f"weights file {path} must end in .h5 (keras.applications format), .weights.h5 or .keras"
+        f"weights file {path} must end in .h5 (keras.applications format), .weights.h5, .keras or .tar.gz "
+        f"(a TF-slim checkpoint archive)"
     )
 
 
@@ -448,6 +459,32 @@ def _flat_layers(model):
             yield from _flat_layers(layer)
         elif layer.weights:
             yield layer
+
+
+# Layers keras.applications leaves unnamed, named in the zoo: Xception's residual projections.
+_NAMED_IN_THE_ZOO = {"conv": re.compile(r"^block(\d+)_residual_conv$"), "bn": re.compile(r"^block(\d+)_residual_bn$")}
+_UNNAMED_IN_KERAS = {"conv": re.compile(r"^conv2d(_\d+)?$"), "bn": re.compile(r"^batch_normalization(_\d+)?$")}
+
+
+def unnamed_layer_aliases(model_layers: list[str], file_layers: list[str]) -> dict[str, str]:
+    """`{model layer: file layer}` for layers keras.applications did not name.
+
+    keras.applications' Xception leaves its four residual 1x1 projections and their batch norms
+    unnamed, so its published `.h5` holds them under session-dependent names (`conv2d_1` ...
+    `conv2d_4`, `batch_normalization_1` ... `_4`); the zoo names them `block{k}_residual_conv`
+    and `_bn` (k = 2, 3, 4, 13). The file lists layers in the order they were created, which is
+    block order, so the k-th unnamed layer of a kind is the k-th residual block's. Paired only
+    when the counts agree; otherwise nothing is aliased and the layers are reported missing.
+    """
+    aliases = {}
+    for kind, named_pattern in _NAMED_IN_THE_ZOO.items():
+        named = sorted((int(m[1]), name) for name in model_layers if (m := named_pattern.match(name)))
+        if not named or any(name in file_layers for _, name in named):
+            continue
+        unnamed = [name for name in file_layers if _UNNAMED_IN_KERAS[kind].match(name)]
+        if len(unnamed) == len(named):
+            aliases.update({name: file_name for (_, name), file_name in zip(named, unnamed)})
+    return aliases
 
 
 def load_h5_by_name(model, path: str | os.PathLike) -> LoadReport:
@@ -472,9 +509,10 @@ def load_h5_by_name(model, path: str | os.PathLike) -> LoadReport:
             ]
             if weight_names:
                 file_layers[name] = [group[name][w][()] for w in weight_names]
+    aliases = unnamed_layer_aliases([layer.name for layer in _flat_layers(model)], list(file_layers))
     assignments = []
     for layer in _flat_layers(model):
-        values = file_layers.pop(layer.name, None)
+        values = file_layers.pop(aliases.get(layer.name, layer.name), None)
         if values is None:
             report.missing.append(layer.name)
             continue

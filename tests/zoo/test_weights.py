@@ -97,20 +97,13 @@ def test_unknown_tag_and_bad_suffix_are_clear_errors(tmp_path):
         zoo.build("resnet18", weights=3, input_shape=SHAPE)
 
 
-# The DeepLab entries point at models that the segmentation work registers; the lead checks this
-# list against zoo.list_models(task="segmentation") once both are merged.
-SEGMENTATION_MODELS = {"deeplabv3plus_xception65", "deeplabv3plus_mobilenetv2", "deeplabv3plus_resnet101_beta"}
-
-
 def test_the_shipped_manifest_is_valid_and_names_real_models():
     entries = weights_lib.load_manifest()  # validates every entry's schema
     tags = {f"{entry['model']}.{entry['tag']}" for entry in entries}
     assert {"vgg16.imagenet", "vgg19.imagenet", "resnet50.imagenet", "resnet101.imagenet", "resnet152.imagenet",
-            "deeplabv3plus_xception65.voc", "deeplabv3plus_mobilenetv2.voc"} <= tags
+            "deeplabv3plus_xception65.voc", "deeplabv3plus_mobilenetv2.voc", "mobilenetv2.imagenet",
+            "xception.imagenet"} <= tags
     for entry in entries:
-        if entry["task"] == "segmentation" and entry["model"] not in zoo.list_models():
-            assert entry["model"] in SEGMENTATION_MODELS
-            continue
         assert entry["model"] in zoo.list_models(), entry["model"]
         assert zoo.describe(entry["model"]).task == entry["task"]
         if entry["hash"] is None:
@@ -145,3 +138,47 @@ def test_schema_problems_are_named():
     assert "hash is null, so hash_note must say why" in problems
     assert "size_bytes must be a positive integer" in problems
     assert "format must be one of" in problems
+
+
+def test_keras_applications_xception_h5_loads_its_unnamed_residual_layers(tmp_path, rng):
+    # keras.applications' Xception names its residual projections only by session counters.
+    reference = keras.applications.Xception(weights=None, include_top=False, input_shape=(71, 71, 3))
+    randomize_batch_norm(reference, rng)
+    unnamed = [layer.name for layer in reference.layers if layer.name.startswith(("conv2d", "batch_normalization"))]
+    assert len(unnamed) == 8
+    path = tmp_path / "xception_weights_tf_dim_ordering_tf_kernels_notop.h5"
+    write_keras2_h5(reference, path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # nothing of the model is missing
+        model = zoo.build("xception", weights=str(path), include_top=False, input_shape=(71, 71, 3))
+    report = model.weights_load_report
+    assert report.missing == [] and report.unused == []
+    assert "block13_residual_conv" in report.loaded
+    np.testing.assert_array_equal(model.get_layer("block13_residual_bn").moving_variance.numpy(),
+                                  reference.get_layer(unnamed[-1]).moving_variance.numpy())
+    pixels = random_pixels(rng, (1, 71, 71, 3))
+    expected = reference(keras.applications.xception.preprocess_input(pixels.copy()), training=False)
+    np.testing.assert_allclose(np.asarray(model(pixels, training=False)), np.asarray(expected), atol=1e-4)
+
+
+def test_unnamed_layer_aliases_pair_in_block_order_only_when_counts_agree():
+    model = ["block13_residual_conv", "block2_residual_conv", "block4_residual_conv", "block3_residual_conv"]
+    file = ["block1_conv1", "conv2d_1", "conv2d_2", "conv2d_3", "conv2d_4"]
+    assert weights_lib.unnamed_layer_aliases(model, file) == {
+        "block2_residual_conv": "conv2d_1", "block3_residual_conv": "conv2d_2",
+        "block4_residual_conv": "conv2d_3", "block13_residual_conv": "conv2d_4",
+    }
+    assert weights_lib.unnamed_layer_aliases(model, file[:-1]) == {}
+    assert weights_lib.unnamed_layer_aliases(model, [*file, *model]) == {}  # a zoo-written file
+
+
+def test_keras_applications_mobilenet_v2_and_xception_entries():
+    from keras.src.applications import mobilenet_v2, xception
+
+    entries = {entry["model"]: entry for entry in weights_lib.load_manifest()}
+    assert entries["xception"]["url"] == xception.WEIGHTS_PATH
+    assert entries["xception"]["no_top"]["url"] == xception.WEIGHTS_PATH_NO_TOP
+    assert entries["mobilenetv2"]["url"] == (
+        mobilenet_v2.BASE_WEIGHT_PATH + "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224.h5")
+    assert entries["mobilenetv2"]["hash"] is None and "no file_hash" in entries["mobilenetv2"]["hash_note"]
+    assert zoo.describe("xception").weights == ["imagenet"]

@@ -27,8 +27,20 @@ Layer names follow DeepLab's slim scopes (`aspp0`, `decoder_conv0_depthwise`,
 `zoo.segmentation.slim_import` uses.
 
 Batch norm: DeepLab's head uses decay 0.9997 and epsilon 1e-5 (`batch_norm_momentum`,
-`batch_norm_epsilon`); its ResNet backbones decay 0.95 and epsilon 1e-5, Xception and
-MobileNet-v2 0.9997 and 1e-3 (`backbone_batch_norm_*`). `fine_tune_batch_norm=False` builds
+`batch_norm_epsilon`); its ResNet backbones decay 0.95 and epsilon 1e-5, Xception-65 0.9997
+and 1e-3 (`backbone_batch_norm_*`). MobileNet-v2 gets slim's mobilenet `training_scope` decay,
+0.997 (epsilon 1e-3): DeepLab's feature extractor passes no other decay for it, so the 0.9997
+of DESIGN.md's list holds for Xception only.
+
+Backbones: `slim_backbone=True` (every registered variant) builds the backbone as DeepLab's
+TF-slim checkpoints were trained (`slim_backbone_options`), so they import by name
+(`zoo.segmentation.slim_import`): ResNets in slim's stride placement without conv biases and
+with multi-grid (1, 2, 4), C2 = `block1/unit_2/bottleneck_v1/conv3`; MobileNet-v2 without its
+last 1x1 convolution, C2 = `layer_4/depthwise_output`; Xception-65, C2 =
+`entry_flow/block2/unit_1/xception_module/separable_conv2_pointwise`. DeepLab's published
+MobileNet-v2 model has no atrous ASPP branches and no decoder; the variant here has both (the
+issue's DeepLab-v3+ for every backbone), so only that checkpoint's backbone, image pooling,
+`aspp0` and logits import into it. `fine_tune_batch_norm=False` builds
 every batch norm frozen (`trainable=False`: moving statistics and fixed scale and offset), as
 DeepLab runs them in inference mode for small batches. A training run's `batch_norm` option
 (`training.TrainConfig.batch_norm`, `zoo train --batch-norm`) sets the same switch for the run.
@@ -43,6 +55,7 @@ import keras
 from layers import ASPP, ResizeBilinear, atrous_rates_for
 from zoo.backbones import backbone_features
 from zoo.backbones._common import PREPROCESSING_CHOICES, check_choice, image_input
+from zoo.config import apply_overrides
 from zoo.registry import get_spec, register
 
 PAPER = "Chen et al., Encoder-Decoder with Atrous Separable Convolution for Semantic Image Segmentation (DeepLab-v3+), ECCV 2018, https://arxiv.org/abs/1802.02611"
@@ -78,6 +91,13 @@ class DeepLabV3PlusConfig:
       preprocessing: the in-graph normalisation of raw pixels for the backbone's weights:
         "caffe" (keras.applications ResNet), "tf" ([-1, 1]: `*_beta`, Xception, MobileNet-v2),
         "deeplab_resnet" (DeepLab's resnet_v1 checkpoints), or None.
+      slim_backbone: build the backbone as DeepLab's TF-slim checkpoints expect it
+        (`slim_backbone_options`): a bottleneck ResNet in slim's stride placement without conv
+        biases, with `multi_grid`; MobileNet-v2 without its last 1x1 convolution; Xception-65
+        as it is. Other backbones (ResNet-18, keras.applications' Xception) have no slim twin:
+        set it False for them.
+      multi_grid: the rate multipliers of the last ResNet / Xception-65 unit(s) under
+        `slim_backbone` (DeepLab-v3's best, (1, 2, 4)); () keeps the backbone's own.
     """
 
     backbone: str = "resnet50"
@@ -99,6 +119,8 @@ class DeepLabV3PlusConfig:
     fine_tune_batch_norm: bool = True
     input_shape: tuple[int | None, ...] = (None, None, 3)
     preprocessing: str | None = "caffe"
+    slim_backbone: bool = False
+    multi_grid: tuple[int, ...] = ()
 
     def __post_init__(self):
         check_choice(self.output_stride, (8, 16), argument="output_stride")
@@ -132,6 +154,8 @@ class DeepLabV3PlusConfig:
                 f"backbone must be a registered backbone with feature maps and an output_stride option, "
                 f"got {self.backbone!r} ({spec.task})"
             )
+        # Validates the backbone options (a slim layout the backbone cannot take is named here).
+        apply_overrides(spec.config, {"include_top": False, **backbone_overrides(self)}, model_name=self.backbone)
 
     @property
     def rates(self) -> tuple[int, ...]:
@@ -211,9 +235,41 @@ def head_slim_scopes(config: DeepLabV3PlusConfig) -> dict[str, str]:
 # --------------------------------------------------------------------------- builder
 
 
+def slim_backbone_options(config: DeepLabV3PlusConfig) -> dict:
+    """The backbone options that make `config.backbone` DeepLab's slim network (`slim_backbone`).
+
+    - bottleneck ResNets (resnet_v1_* and *_beta): slim's stride placement (the decoder tap C2
+      is then `block1/unit_2/bottleneck_v1/conv3`), no conv biases, and `multi_grid`;
+    - MobileNet-v2: no `Conv_1` (DeepLab stops at slim's `layer_18`);
+    - Xception-65 (aligned): `multi_grid`.
+
+    Raises:
+      ValueError: a backbone without a slim twin (basic-block ResNets, keras.applications'
+        Xception, the classic networks).
+    """
+    spec = get_spec(config.backbone)
+    backbone = spec.config
+    family = type(backbone).__name__
+    if family == "ResNetConfig" and backbone.block == "bottleneck":
+        options = {"stride_placement": "slim", "use_bias": False}
+        return {**options, "multi_grid": config.multi_grid} if config.multi_grid else options
+    if family == "MobileNetV2Config":
+        return {"last_conv": False}
+    if family == "XceptionConfig" and backbone.architecture == "aligned":
+        return {"multi_grid": config.multi_grid} if config.multi_grid else {}
+    raise ValueError(
+        f"slim_backbone=True: backbone {config.backbone!r} has no TF-slim twin in DeepLab (bottleneck "
+        f"ResNets, mobilenetv2 and xception65 do); pass slim_backbone=False"
+    )
+
+
 def backbone_overrides(config: DeepLabV3PlusConfig) -> dict:
     """The overrides the segmenter gives its backbone's config."""
     overrides = {"output_stride": config.output_stride, "preprocessing": config.preprocessing}
+    if config.slim_backbone:
+        overrides.update(slim_backbone_options(config))
+    elif config.multi_grid:
+        overrides["multi_grid"] = config.multi_grid
     if config.backbone_batch_norm_momentum is not None:
         overrides["batch_norm_momentum"] = config.backbone_batch_norm_momentum
     if config.backbone_batch_norm_epsilon is not None:
@@ -268,29 +324,53 @@ def _register(name):
     return register(name, task="segmentation", builder=build_deeplab_v3_plus, paper=PAPER)
 
 
-# DeepLab's batch norm for ResNet backbones (decay 0.95, epsilon 1e-5).
-_RESNET_BATCH_NORM = dict(backbone_batch_norm_momentum=0.95, backbone_batch_norm_epsilon=1e-5)
+# DeepLab's ResNet backbones: slim's layout, batch norm decay 0.95 and epsilon 1e-5, and the
+# multi-grid (1, 2, 4) of DeepLab-v3's best configuration (its paper, table 3; the code's default
+# is (1, 1, 1)). Multi-grid changes rates, not variables, so every checkpoint loads either way.
+_RESNET = dict(
+    slim_backbone=True, multi_grid=(1, 2, 4), backbone_batch_norm_momentum=0.95, backbone_batch_norm_epsilon=1e-5,
+)
 
 
 @_register("deeplabv3plus_resnet50")
 def deeplabv3plus_resnet50() -> DeepLabV3PlusConfig:
-    """DeepLab-v3+ on ResNet-50 (keras.applications layout, ImageNet-loadable), OS 16, 21 classes."""
-    return DeepLabV3PlusConfig(backbone="resnet50", preprocessing="caffe", **_RESNET_BATCH_NORM)
+    """DeepLab-v3+ on DeepLab's resnet_v1_50 (slim layout, mean-subtracted inputs), OS 16, 21 classes."""
+    return DeepLabV3PlusConfig(backbone="resnet50", preprocessing="deeplab_resnet", **_RESNET)
 
 
 @_register("deeplabv3plus_resnet101")
 def deeplabv3plus_resnet101() -> DeepLabV3PlusConfig:
-    """DeepLab-v3+ on ResNet-101 (keras.applications layout, ImageNet-loadable), OS 16, 21 classes."""
-    return DeepLabV3PlusConfig(backbone="resnet101", preprocessing="caffe", **_RESNET_BATCH_NORM)
+    """DeepLab-v3+ on DeepLab's resnet_v1_101 (slim layout, mean-subtracted inputs), OS 16, 21 classes."""
+    return DeepLabV3PlusConfig(backbone="resnet101", preprocessing="deeplab_resnet", **_RESNET)
 
 
 @_register("deeplabv3plus_resnet50_beta")
 def deeplabv3plus_resnet50_beta() -> DeepLabV3PlusConfig:
-    """DeepLab-v3+ on DeepLab's ResNet-50 beta (3x3 stem, [-1, 1] inputs), OS 16, 21 classes."""
-    return DeepLabV3PlusConfig(backbone="resnet50_beta", preprocessing="tf", **_RESNET_BATCH_NORM)
+    """DeepLab-v3+ on DeepLab's resnet_v1_50_beta (3x3 stem, slim layout, [-1, 1] inputs), OS 16, 21 classes."""
+    return DeepLabV3PlusConfig(backbone="resnet50_beta", preprocessing="tf", **_RESNET)
 
 
 @_register("deeplabv3plus_resnet101_beta")
 def deeplabv3plus_resnet101_beta() -> DeepLabV3PlusConfig:
-    """DeepLab-v3+ on DeepLab's ResNet-101 beta (3x3 stem, [-1, 1] inputs), OS 16, 21 classes."""
-    return DeepLabV3PlusConfig(backbone="resnet101_beta", preprocessing="tf", **_RESNET_BATCH_NORM)
+    """DeepLab-v3+ on DeepLab's resnet_v1_101_beta (3x3 stem, slim layout, [-1, 1] inputs), OS 16, 21 classes."""
+    return DeepLabV3PlusConfig(backbone="resnet101_beta", preprocessing="tf", **_RESNET)
+
+
+@_register("deeplabv3plus_mobilenetv2")
+def deeplabv3plus_mobilenetv2() -> DeepLabV3PlusConfig:
+    """DeepLab-v3+ on MobileNet-v2 (slim layout, decoder on layer_4's depthwise output), OS 16, 21 classes."""
+    # slim's mobilenet training_scope: batch norm decay 0.997, epsilon 1e-3 (DeepLab passes no
+    # other decay for MobileNet-v2, unlike Xception's 0.9997).
+    return DeepLabV3PlusConfig(
+        backbone="mobilenetv2", preprocessing="tf", slim_backbone=True,
+        backbone_batch_norm_momentum=0.997, backbone_batch_norm_epsilon=1e-3,
+    )
+
+
+@_register("deeplabv3plus_xception65")
+def deeplabv3plus_xception65() -> DeepLabV3PlusConfig:
+    """DeepLab-v3+ on the aligned Xception-65, separable ASPP and decoder, OS 16, 21 classes."""
+    return DeepLabV3PlusConfig(
+        backbone="xception65", preprocessing="tf", slim_backbone=True,
+        backbone_batch_norm_momentum=0.9997, backbone_batch_norm_epsilon=1e-3,
+    )

@@ -12,9 +12,16 @@ The name map, Keras variable path -> slim name:
   `decoder/feature_projection0`; `logits_semantic` is `logits/semantic`. Variables: `kernel` ->
   `weights` (`depthwise_weights` for a depthwise scope), `bias` -> `biases`, and the batch norm
   `<layer>_bn/{gamma, beta, moving_mean, moving_variance}` -> `<scope>/BatchNorm/<same>`.
-- Backbone: a function `backbone_map(model) -> {keras variable path: slim name}` given by the
-  backbone family (the ResNet, MobileNet-v2 and Xception families' maps). Backbone variables
-  that no map names are listed as `unmapped` in the report, never silently skipped.
+- Backbone: a function `backbone_map(model) -> {keras variable path: slim name}`; by default
+  `default_backbone_map`, i.e. `zoo.backbones.slim.slim_variable_names` with DeepLab's scope for
+  the backbone (`resnet_v1_50` / `resnet_v1_101`, also for the `_beta` stems, `MobilenetV2`,
+  `xception_65`). Backbone variables that no map names (a ResNet-18, or a ResNet in the
+  keras.applications placement) are listed as `unmapped` in the report, never silently skipped.
+
+`import_checkpoint_archive(model, path)` is the importer of the manifest's
+`tf_checkpoint_archive` entries (the DeepLab model zoo's `.tar.gz` files), registered with
+`zoo.weights.register_importer`, so `zoo.build("deeplabv3plus_xception65", weights="voc")` and
+`weights="/path/to/archive.tar.gz"` load through it.
 
 Keras and slim lay kernels out alike (`[kh, kw, in, out]`, depthwise `[kh, kw, in, 1]`), so a
 value is assigned as it is stored. Nothing is assigned when `strict=True` finds a problem.
@@ -23,9 +30,16 @@ value is assigned as it is stored. Nothing is assigned when `strict=True` finds 
 from __future__ import annotations
 
 import dataclasses
+import re
+import tarfile
+import tempfile
+from pathlib import Path
 from typing import Callable
 
 import tensorflow as tf
+
+from zoo import weights as weights_lib
+from zoo.backbones.slim import backbone_family, slim_variable_names
 
 from layers.aspp import ASPP, aspp_slim_names, slim_variable_name
 from zoo.segmentation.deeplab_v3_plus import DeepLabV3PlusConfig, head_slim_scopes
@@ -110,6 +124,24 @@ def head_slim_names(model) -> dict[str, str]:
     return names
 
 
+def resnet_scope(model) -> str:
+    """DeepLab's scope of a slim-placement ResNet in `model`: `resnet_v1_{depth}`, the depth
+    counted from its bottleneck units (3 layers each, plus the stem and the classifier), so
+    `resnet_v1_50` for (3, 4, 6, 3) and `resnet_v1_101` for (3, 4, 23, 3), the beta stems too."""
+    units = sum(1 for layer in model.layers if re.fullmatch(r"conv\d_block\d+_1_conv", layer.name))
+    return f"resnet_v1_{3 * units + 2}"
+
+
+def default_backbone_map(model) -> dict[str, str]:
+    """`slim_variable_names` of `model`'s backbone with DeepLab's scope, or {} for a backbone
+    that has no slim layout (its variables are then reported as `unmapped`)."""
+    try:
+        family = backbone_family(model)
+        return slim_variable_names(model, scope=resnet_scope(model) if family == "resnet" else None)
+    except ValueError:
+        return {}
+
+
 def _is_training_state(name: str) -> bool:
     return name in TRAINING_STATE_NAMES or name.endswith(TRAINING_STATE_SUFFIXES)
 
@@ -118,7 +150,7 @@ def load_slim_checkpoint(
     model,
     path,
     *,
-    backbone_map: Callable[..., dict[str, str]] | None = None,
+    backbone_map: Callable[..., dict[str, str]] | None = default_backbone_map,
     strict: bool = False,
 ) -> SlimLoadReport:
     """Assign a DeepLab TF-slim checkpoint's variables to a zoo DeepLab-v3+ model by name.
@@ -127,7 +159,8 @@ def load_slim_checkpoint(
       model: a model built by `zoo.build("deeplabv3plus_...")`.
       path: a TF1 checkpoint prefix (`model.ckpt-30000`) or its directory.
       backbone_map: `(model) -> {keras variable path: slim name}` for the backbone's variables;
-        None loads the head only (the backbone's variables are then `unmapped`).
+        `default_backbone_map` (DeepLab's names) unless given; None loads the head only (the
+        backbone's variables are then `unmapped`).
       strict: raise ValueError (assigning nothing) unless every model variable is loaded and
         the checkpoint has nothing unexpected.
 
@@ -186,4 +219,72 @@ def load_slim_checkpoint(
     return report
 
 
-__all__ = ["SlimLoadReport", "head_slim_names", "load_slim_checkpoint"]
+# --------------------------------------------------------------------------- archives
+
+
+def _safe_extract(archive: Path, directory: Path) -> None:
+    """Extract a `.tar.gz` into `directory`, refusing members that would land outside it, links
+    and device files (a checkpoint archive holds plain files and folders only)."""
+    try:
+        with tarfile.open(archive, "r:*") as tar:
+            members = tar.getmembers()
+            for member in members:
+                name = Path(member.name)
+                if name.is_absolute() or ".." in name.parts or not (member.isfile() or member.isdir()):
+                    raise ValueError(
+                        f"checkpoint archive {archive}: refusing member {member.name!r} (absolute, outside "
+                        f"the archive, or not a plain file or folder)"
+                    )
+            tar.extractall(directory, members=members, filter="data")
+    except (tarfile.TarError, EOFError, OSError) as error:
+        raise ValueError(f"checkpoint archive {archive} is not a readable .tar.gz: {error}") from None
+
+
+def find_checkpoint_prefix(directory) -> Path:
+    """The one TF checkpoint prefix under `directory` (`.../model.ckpt-30000` beside its `.index`).
+
+    Raises:
+      ValueError: none, or several (the archive's layout is then ambiguous).
+    """
+    prefixes = sorted(path.with_suffix("") for path in Path(directory).rglob("*.index"))
+    if len(prefixes) != 1:
+        found = ", ".join(str(p.relative_to(directory)) for p in prefixes) or "none"
+        raise ValueError(f"expected one TF checkpoint (a *.index file) in the archive, found: {found}")
+    return prefixes[0]
+
+
+def as_load_report(report: SlimLoadReport, source) -> weights_lib.LoadReport:
+    """The slim report in `zoo.weights.LoadReport` terms (what `zoo.build(weights=...)` keeps):
+    `missing` holds the model's missing, shape-mismatched and unmapped variables, `unused` the
+    checkpoint's unexpected ones; the full report is kept as `.slim_report`."""
+    missing = list(report.missing)
+    missing += [f"{name} (checkpoint {list(stored)}, model {list(wanted)})"
+                for name, stored, wanted in report.shape_mismatched]
+    missing += [f"{path} (no slim name)" for path in report.unmapped]
+    result = weights_lib.LoadReport(
+        source=str(source), loaded=list(report.loaded), missing=missing, unused=list(report.unexpected)
+    )
+    result.slim_report = report
+    return result
+
+
+def import_checkpoint_archive(model, path) -> weights_lib.LoadReport:
+    """The `tf_checkpoint_archive` importer: extract the DeepLab `.tar.gz` to a temporary folder,
+    find its checkpoint and `load_slim_checkpoint` it into `model` with DeepLab's names."""
+    path = Path(path)
+    with tempfile.TemporaryDirectory(prefix="zoo-slim-") as directory:
+        if path.is_dir() or Path(f"{path}.index").is_file():
+            prefix = find_checkpoint_prefix(path) if path.is_dir() else path
+        else:
+            _safe_extract(path, Path(directory))
+            prefix = find_checkpoint_prefix(directory)
+        report = load_slim_checkpoint(model, prefix)
+    return as_load_report(report, path)
+
+
+weights_lib.register_importer("tf_checkpoint_archive", import_checkpoint_archive)
+
+
+__all__ = [
+    "SlimLoadReport", "default_backbone_map", "head_slim_names", "import_checkpoint_archive", "load_slim_checkpoint",
+]

@@ -4,7 +4,9 @@ import json
 
 from zoo import cli
 
-TINY = ["--set", "backbone=resnet18", "--set", "preprocessing=torch", "--set", "aspp_filters=8",
+# ResNet-18 has no slim twin: its DeepLab is built without the slim layout and multi-grid.
+TINY = ["--set", "backbone=resnet18", "--set", "slim_backbone=False", "--set", "multi_grid=()",
+        "--set", "preprocessing=torch", "--set", "aspp_filters=8",
         "--set", "decoder_projection_filters=4", "--set", "decoder_filters=8"]
 
 

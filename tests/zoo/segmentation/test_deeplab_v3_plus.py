@@ -97,6 +97,41 @@ def test_registered_variants_and_their_configs():
     assert dataclasses.replace(beta, output_stride=8).rates == (12, 24, 36)
 
 
+def test_variants_build_deeplabs_slim_backbones():
+    """The variants' backbones are DeepLab's: slim placement, taps, biases, preprocessing, batch norm."""
+    resnet = zoo.build("deeplabv3plus_resnet50", num_classes=3, input_shape=(64, 64, 3))
+    # slim placement: conv2's last unit strides in its 3x3, conv3's first unit does not stride.
+    assert resnet.get_layer("conv2_block3_2_conv").strides == (2, 2)
+    assert resnet.get_layer("conv3_block1_1_conv").strides == (1, 1)
+    assert not resnet.get_layer("conv1_conv").use_bias
+    assert resnet.get_layer("conv1_bn").epsilon == 1e-5 and resnet.get_layer("conv1_bn").momentum == 0.95
+    # The decoder taps block1/unit_2/bottleneck_v1/conv3 (before the add), multi-grid (1, 2, 4) at OS 16.
+    tap = resnet.get_layer("feature_projection0").input
+    assert tap._keras_history.operation.name == "conv2_block2_3_bn"
+    assert [resnet.get_layer(f"conv5_block{u}_2_conv").dilation_rate for u in (1, 2, 3)] == [(2, 2), (4, 4), (8, 8)]
+    assert resnet.get_layer("preprocessing").get_config()["mean"] == pytest.approx([123.15, 115.90, 103.06])
+    beta = zoo.registry.resolve_config("deeplabv3plus_resnet50_beta")
+    assert beta.preprocessing == "tf" and beta.slim_backbone and beta.multi_grid == (1, 2, 4)
+
+    mobilenet = zoo.build("deeplabv3plus_mobilenetv2", num_classes=3, input_shape=(64, 64, 3))
+    assert "Conv_1" not in [layer.name for layer in mobilenet.layers]  # DeepLab stops at layer_18
+    tap = mobilenet.get_layer("feature_projection0").input
+    assert tap._keras_history.operation.name == "block_2_depthwise_relu"  # layer_4/depthwise_output
+    assert mobilenet.get_layer("bn_Conv1").momentum == 0.997 and mobilenet.get_layer("bn_Conv1").epsilon == 1e-3
+
+    config = zoo.registry.resolve_config("deeplabv3plus_xception65")
+    assert config.aspp_separable and config.decoder_separable and config.decoder_output_stride == 4
+    assert (config.backbone_batch_norm_momentum, config.backbone_batch_norm_epsilon) == (0.9997, 1e-3)
+    assert config.preprocessing == "tf"
+
+
+def test_a_backbone_without_a_slim_twin_is_named():
+    with pytest.raises(ValueError, match="'resnet18' has no TF-slim twin.*slim_backbone=False"):
+        zoo.build("deeplabv3plus_resnet50", backbone="resnet18")
+    with pytest.raises(ValueError, match="multi_grid"):
+        zoo.build("deeplabv3plus_resnet50", multi_grid=(1, 2))
+
+
 @pytest.mark.parametrize(
     "overrides, error, message",
     [
