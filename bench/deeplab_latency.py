@@ -46,15 +46,17 @@ PEER = "keras-hub DeepLabV3Plus (ResNet-50)"
 
 
 def stage_outputs(model) -> dict:
-    """The zoo model's tensors at the ends of its main stages, in order (names from
-    zoo/segmentation/deeplab_v3_plus.py and the ResNet backbone)."""
+    """The zoo model's tensors at the ends of its main stages, in order: the backbone's maps
+    are found as the inputs of the head's first layers (zoo/segmentation/deeplab_v3_plus.py's
+    names), whatever the backbone's own layer names."""
     stages = {}
-    for label, layer_name in (("backbone to C2 (stride 4)", "conv2_block3_out"),
-                              ("backbone to stride 16", "conv5_block3_out"), ("ASPP", "aspp"),
-                              ("decoder", "decoder_conv1_pointwise_relu"), ("logits (stride 4)", "logits_semantic"),
-                              ("upsampled logits (whole model)", "upsample_logits")):
+    for label, layer_name, end in (("backbone to C2 (stride 4)", "feature_projection0", "input"),
+                                   ("backbone to stride 16", "aspp", "input"), ("ASPP", "aspp", "output"),
+                                   ("decoder", "decoder_conv1_pointwise_relu", "output"),
+                                   ("logits (stride 4)", "logits_semantic", "output"),
+                                   ("upsampled logits (whole model)", "upsample_logits", "output")):
         try:
-            stages[label] = model.get_layer(layer_name).output
+            stages[label] = getattr(model.get_layer(layer_name), end)
         except ValueError:
             pass  # a renamed layer drops out of the profile, never out of the benchmark
     return stages
