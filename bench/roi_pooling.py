@@ -52,13 +52,18 @@ POOL = (7, 7)
 def make_inputs(num_rois: int, seed: int):
     rng = np.random.default_rng(seed)
     features = np.maximum(rng.normal(size=FEATURES), 0).astype(np.float32)  # post-ReLU, like conv5_3
-    height, width = IMAGE
+    return features, random_boxes(rng, num_rois, IMAGE)
+
+
+def random_boxes(rng, num_rois: int, image=IMAGE):
+    """`[num_rois, 4]` float32 proposals of every scale inside an image of `image` = (H, W) pixels
+    (also bench/detection_latency.py's RoIs)."""
+    height, width = image
     centre_y, centre_x = rng.uniform(0, height, num_rois), rng.uniform(0, width, num_rois)
     box_h = np.exp(rng.uniform(np.log(16), np.log(height), num_rois))
     box_w = np.exp(rng.uniform(np.log(16), np.log(width), num_rois))
     boxes = np.stack([centre_y - box_h / 2, centre_x - box_w / 2, centre_y + box_h / 2, centre_x + box_w / 2], -1)
-    boxes = np.clip(boxes, 0, [height - 1, width - 1, height - 1, width - 1]).astype(np.float32)
-    return features, boxes
+    return np.clip(boxes, 0, [height - 1, width - 1, height - 1, width - 1]).astype(np.float32)
 
 
 def upstream_gradient(num_rois: int):
