@@ -61,7 +61,9 @@ class TrainConfig:
         4e-5 MobileNet-v2 / Xception, 5e-4 VGG), 0 turns it off. AdamW decays decoupled.
       batch_norm: "fine_tune" or "frozen" (statistics fixed: small batches).
       freeze_stages: how many backbone stages, from the stem, are not trained.
-      augment: flips, scale, crop and colour jitter on the training data.
+      augment: flips, scale, crop and colour jitter on the training data: True for
+        `training.data.augment`'s defaults, False for none, or a dict of its arguments (e.g.
+        `training.segmentation.DEEPLAB_AUGMENTATION`).
       validation_fraction: held out of the training source when no validation source is given.
       early_stopping_patience: epochs without improvement of the task's monitor before stopping.
       mixed_precision: None, "mixed_float16" (loss scaling on) or "mixed_bfloat16".
@@ -82,7 +84,7 @@ class TrainConfig:
     weight_decay: float | None = None
     batch_norm: str = "fine_tune"
     freeze_stages: int = 0
-    augment: bool = True
+    augment: bool | dict = True
     validation_fraction: float = 0.2
     early_stopping_patience: int | None = None
     mixed_precision: str | None = None
@@ -110,6 +112,7 @@ class TrainConfig:
             (self.mixed_precision in MIXED_PRECISION, "mixed_precision", f"one of {MIXED_PRECISION}"),
             (self.adversarial_epsilon >= 0, "adversarial_epsilon", ">= 0 (pixel units)"),
             (self.backup_every >= 1, "backup_every", "a positive integer"),
+            (isinstance(self.augment, (bool, dict)), "augment", "True, False or a dict of augment's arguments"),
         ]
         for ok, name, expected in checks:
             if not ok:

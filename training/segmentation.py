@@ -14,9 +14,11 @@ where the zoo's trainer takes each part from:
   poly has power 0.9); `DEEPLAB_RECIPE` holds these values.
 - Weight decay per backbone: `training.regularization.default_weight_decay` (1e-4 ResNet, 4e-5
   MobileNet-v2 and Xception), L2 on the kernels, which `TrainConfig(weight_decay=None)` takes.
-- Random scale 0.5 to 2.0, a crop padded with the mean (label 255) and horizontal flips:
-  `training.data.augment` (its default scale range is 0.75 to 1.25 and it pads images with 0;
-  the padded pixels carry label 255 and take no part in the loss either way).
+- Random scale 0.5 to 2.0, a crop padded with the mean pixel (label 255) and horizontal flips:
+  `DEEPLAB_AUGMENTATION`, the `training.data.augment` arguments that `zoo train` uses for
+  segmenters (`TrainConfig(augment=DEEPLAB_AUGMENTATION)`; `augment`'s own defaults scale by
+  0.75 to 1.25 and pad with 0). No colour jitter, as DeepLab. The padded pixels carry label
+  255 and take no part in the loss.
 - Cross-entropy ignoring 255: `segmentation_cross_entropy` (the mean over the labelled pixels
   of the batch, as DeepLab's `add_softmax_cross_entropy_loss_for_each_scale` without
   hard-example mining).
@@ -41,6 +43,8 @@ from training.data import IGNORE_LABEL, make_dataset
 from training.tasks import Task, register_task
 
 DEEPLAB_RECIPE = dict(optimizer="sgd", momentum=0.9, learning_rate=0.007, schedule="poly")
+# DeepLab's input_preprocess: scale 0.5 to 2.0, pad with the mean pixel (127.5), flip, no colour.
+DEEPLAB_AUGMENTATION = {"scale_range": (0.5, 2.0), "image_pad_value": 127.5, "color": False, "flip_probability": 0.5}
 
 
 # --------------------------------------------------------------------------- loss
@@ -282,6 +286,7 @@ register_task(
 )
 
 __all__ = [
+    "DEEPLAB_AUGMENTATION",
     "DEEPLAB_RECIPE",
     "MeanIoU",
     "SegmentationCrossEntropy",

@@ -281,6 +281,17 @@ def _detection_options(args, image_size, *, training, rpn=False):
     return task_options
 
 
+def _augmentation(task, disabled):
+    """False with --no-augment; DeepLab's (scale 0.5 to 2, mean padding, flips) for segmenters."""
+    if disabled:
+        return False
+    if task == "segmentation":
+        from training.segmentation import DEEPLAB_AUGMENTATION
+
+        return dict(DEEPLAB_AUGMENTATION)
+    return True
+
+
 def cmd_train(args) -> int:
     import zoo
     from training import TrainConfig, TrainingDiverged, train
@@ -291,7 +302,7 @@ def cmd_train(args) -> int:
         epochs=args.epochs, batch_size=args.batch_size, image_size=image_size, optimizer=args.optimizer,
         learning_rate=args.lr, schedule=args.schedule, warmup_epochs=args.warmup_epochs,
         weight_decay=args.weight_decay, batch_norm=args.batch_norm, freeze_stages=args.freeze_stages,
-        augment=not args.no_augment, early_stopping_patience=args.early_stopping,
+        augment=_augmentation(task, args.no_augment), early_stopping_patience=args.early_stopping,
         mixed_precision=args.mixed_precision, strategy=args.strategy,
         adversarial_epsilon=args.adversarial_epsilon, seed=args.seed,
     )

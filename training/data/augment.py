@@ -226,6 +226,7 @@ def augment(
     crop=True,
     color=True,
     min_box_size=1.0,
+    image_pad_value=0.0,
 ):
     """Colour jitter, horizontal flip, random scale, then a random crop (with padding).
 
@@ -242,6 +243,8 @@ def augment(
       crop: False for no crop (the size then follows the scale).
       color: True for `color_jitter`'s defaults, a dict of its arguments, or False.
       min_box_size: see `random_crop_with_padding`.
+      image_pad_value: the pixel value where the crop pads the image (DeepLab pads with the mean
+        pixel, 127.5); the mask is padded with 255 (ignore) whatever this is.
 
     Returns:
       `(image float32, boxes, mask, keep bool [n])`: dropped boxes have `keep` False and a
@@ -268,6 +271,7 @@ def augment(
     keep = tf.ones([tf.shape(boxes)[0]], tf.bool)
     if crop:
         image, boxes, mask, keep = random_crop_with_padding(
-            image, boxes, mask, seed=crop_seed, output_size=output_size, min_box_size=min_box_size
+            image, boxes, mask, seed=crop_seed, output_size=output_size, min_box_size=min_box_size,
+            image_pad_value=image_pad_value,
         )
     return image, (boxes if given else None), mask, keep

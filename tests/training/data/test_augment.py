@@ -184,3 +184,19 @@ def test_augment_defaults_keep_the_input_size_and_pass_none_through():
     image = np.random.default_rng(2).integers(0, 256, (12, 18, 3), dtype=np.uint8)
     out, boxes, mask, keep = augment(image, None, None, seed=[0, 0])
     assert out.shape == (12, 18, 3) and boxes is None and mask is None and keep.shape == (0,)
+
+
+def test_deeplab_augmentation_pads_the_image_with_the_mean_and_the_mask_with_ignore():
+    from training.segmentation import DEEPLAB_AUGMENTATION
+
+    image = np.full((16, 16, 3), 10, np.uint8)
+    mask = np.ones((16, 16), np.uint8)
+    # Scale 0.5 of a 16 px image cropped to 32 px: most of the window is padding.
+    options = {**DEEPLAB_AUGMENTATION, "scale_range": (0.5, 0.5)}
+    out_image, _, out_mask, _ = augment(image, None, mask, seed=[3, 4], output_size=(32, 32), **options)
+    out_image, out_mask = np.asarray(out_image), np.asarray(out_mask)
+    padded = out_mask == 255
+    assert padded.sum() == 32 * 32 - 8 * 8
+    np.testing.assert_array_equal(out_image[padded], 127.5)
+    np.testing.assert_array_equal(out_image[~padded], 10.0)  # no colour jitter in DeepLab's recipe
+    assert (out_mask[~padded] == 1).all()
