@@ -34,13 +34,13 @@ import numpy as np
 class DemoConfig:
     image_size: int = 96
     num_classes: int = 2
-    train_images: int = 480
+    train_images: int = 320
     test_images: int = 64
-    detector_epochs: int = 4
-    segmenter: str = "deeplabv3plus_resnet50"
+    detector_epochs: int = 3
+    segmenter: str = "deeplabv3plus_mobilenetv2"
     segmenter_image_size: int = 64
-    segmenter_train_images: int = 480
-    segmenter_epochs: int = 6
+    segmenter_train_images: int = 320
+    segmenter_epochs: int = 5
     batch_size: int = 8
     # Sliding windows: every 8 px, sides near the synthetic objects' sizes.
     window_stride: int = 8
