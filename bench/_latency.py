@@ -112,3 +112,15 @@ def interleaved(sides: dict, *, warmup: int, rounds: int, per_round: int = 1) ->
         for name, timed in sides.items():
             times[name] += timed(per_round)
     return {name: summary(values) for name, values in times.items()}
+
+
+def write_results(out, report: dict, text: str) -> None:
+    """`out`.json (the report) and `out`.md (`text`), each written under a temporary name and renamed."""
+    import json
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for suffix, content in ((".json", json.dumps(report, indent=1) + "\n"), (".md", text + "\n")):
+        temporary = out.with_suffix(suffix + ".tmp")
+        temporary.write_text(content)
+        temporary.replace(out.with_suffix(suffix))
+    print(text)

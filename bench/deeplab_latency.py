@@ -20,7 +20,6 @@ the stages' costs.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -36,7 +35,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench._flops import inference_flops  # noqa: E402
-from bench._latency import Peer, interleaved, limit_threads, load_average, machine, summary, time_calls  # noqa: E402
+from bench._latency import (  # noqa: E402
+    Peer, interleaved, limit_threads, load_average, machine, summary, time_calls, write_results,
+)
 
 import zoo  # noqa: E402
 
@@ -124,12 +125,7 @@ def main(argv=None) -> int:
         report["profile"] = profile_stages(model, images, max(args.rounds // 2, 3))
     report["machine"]["load_average_at_end"] = load_average()
 
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    for suffix, text in ((".json", json.dumps(report, indent=1) + "\n"), (".md", markdown(report) + "\n")):
-        temporary = args.out.with_suffix(suffix + ".tmp")
-        temporary.write_text(text)
-        temporary.replace(args.out.with_suffix(suffix))
-    print(markdown(report))
+    write_results(args.out, report, markdown(report))
     return 0
 
 

@@ -21,7 +21,6 @@ timed calls, in milliseconds.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -36,7 +35,7 @@ import tensorflow as tf  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench._latency import Peer, interleaved, limit_threads, load_average, machine, time_calls  # noqa: E402
+from bench._latency import Peer, interleaved, limit_threads, load_average, machine, time_calls, write_results  # noqa: E402
 from bench.roi_pooling import random_boxes  # noqa: E402
 
 import zoo  # noqa: E402
@@ -116,12 +115,7 @@ def main(argv=None) -> int:
         report["models"][label] = dict(note, **timings.get(label, {}))
     report["machine"]["load_average_at_end"] = load_average()
 
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    for suffix, text in ((".json", json.dumps(report, indent=1) + "\n"), (".md", markdown(report) + "\n")):
-        temporary = args.out.with_suffix(suffix + ".tmp")
-        temporary.write_text(text)
-        temporary.replace(args.out.with_suffix(suffix))
-    print(markdown(report))
+    write_results(args.out, report, markdown(report))
     return 0
 
 
