@@ -59,7 +59,8 @@ def model_input_names(model) -> list[str]:
 
 def model_image_size(model):
     """The fixed `(H, W)` of the model's image input, or None when either is free."""
-    index = model_input_names(model).index("images") if "images" in model_input_names(model) else 0
+    names = model_input_names(model)
+    index = names.index("images") if "images" in names else 0
     height, width = model.inputs[index].shape[1:3]
     return (height, width) if height and width else None
 
