@@ -38,7 +38,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import zoo  # noqa: E402
-from fast_rcnn_synthetic import machine, parse_tiers, window_proposals  # noqa: E402
+from fast_rcnn_synthetic import default_windows, machine, parse_tiers, window_proposals  # noqa: E402
 from zoo.detection.svd import truncate_dense_layers  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "fast_rcnn_svd.md"
@@ -88,7 +88,7 @@ def accuracy(args):
 
     model = keras.saving.load_model(args.trained)
     size = tuple(model.inputs[0].shape[1:3])
-    proposals = window_proposals(parse_tiers(args.windows), (1.0,))
+    proposals = window_proposals(parse_tiers(args.windows or default_windows(size[0])), (1.0,))
     test_source = data.synthetic(args.test_images, seed=args.seed + 1_000_003, image_size=size,
                                  num_classes=args.num_classes, max_objects=args.max_objects)
     before = evaluate_detector(model, test_source, proposals=proposals, image_size=size, batch_size=8)["mAP@0.5"]
@@ -109,7 +109,7 @@ def main(argv=None):
     parser.add_argument("--test-images", type=int, default=200)
     parser.add_argument("--num-classes", type=int, default=4)
     parser.add_argument("--max-objects", type=int, default=3)
-    parser.add_argument("--windows", default="8:20,28,40;16:56,80,112")
+    parser.add_argument("--windows", default=None, help="default: the synthetic bench's for the model's size")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--results", default=str(RESULTS))
     args = parser.parse_args(argv)
@@ -155,7 +155,7 @@ def write_markdown(path, record):
         "",
         f"{m['cpu']}, {m['cores']} cores, TensorFlow {m['tensorflow']}, "
         f"TF_ENABLE_ONEDNN_OPTS={m['TF_ENABLE_ONEDNN_OPTS']}, commit {m['commit']}; load average at the end "
-        f"{[round(v, 2) for v in record['load_average']]} (other work shared the cores when it is above ~1).",
+        f"{[round(v, 2) for v in record['load_average']]} (the bench's own two threads make up to about 2).",
         "",
     ]
     path.parent.mkdir(parents=True, exist_ok=True)
