@@ -38,7 +38,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import zoo  # noqa: E402
-from fast_rcnn_synthetic import default_windows, machine, parse_tiers, window_proposals  # noqa: E402
+from fast_rcnn_synthetic import default_windows, held_out, machine, parse_tiers, window_proposals  # noqa: E402
 from zoo.detection.svd import truncate_dense_layers  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "fast_rcnn_svd.md"
@@ -84,13 +84,13 @@ def speed(args):
 
 
 def accuracy(args):
-    from training import data, evaluate_detector
+    from training import evaluate_detector
 
     model = keras.saving.load_model(args.trained)
     size = tuple(model.inputs[0].shape[1:3])
     proposals = window_proposals(parse_tiers(args.windows or default_windows(size[0])), (1.0,))
-    test_source = data.synthetic(args.test_images, seed=args.seed + 1_000_003, image_size=size,
-                                 num_classes=args.num_classes, max_objects=args.max_objects)
+    test_source = held_out(args.test_images, image_size=size, num_classes=args.num_classes,
+                           max_objects=args.max_objects, seed=args.seed)
     before = evaluate_detector(model, test_source, proposals=proposals, image_size=size, batch_size=8)["mAP@0.5"]
     compressed = truncate_dense_layers(model, args.ranks)
     after = evaluate_detector(compressed, test_source, proposals=proposals, image_size=size, batch_size=8)["mAP@0.5"]

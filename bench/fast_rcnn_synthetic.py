@@ -65,6 +65,15 @@ def parse_tiers(text):
     return tuple(tiers)
 
 
+def held_out(count, *, image_size, num_classes, max_objects, seed=0):
+    """The bench's held-out synthetic split: another seed than the training images' `seed`.
+
+    fast_rcnn_svd.py and draw_detections.py evaluate and draw the same images through it.
+    """
+    return data.synthetic(count, seed=seed + 1_000_003, image_size=image_size, num_classes=num_classes,
+                          max_objects=max_objects)
+
+
 def default_windows(image_size):
     """The windows' "STRIDE:SIDES;..." for `image_size`: BASE_WINDOWS scaled with the image, as the objects are."""
     factor = image_size / BASE_SIZE
@@ -157,7 +166,7 @@ def main(argv=None):
         num_windows = int(proposals(tf.zeros([1, *size, 3])).shape[0])
     synthetic = dict(image_size=size, num_classes=args.num_classes, max_objects=args.max_objects)
     train_source = data.synthetic(args.train_images, seed=args.seed, **synthetic)
-    test_source = data.synthetic(args.test_images, seed=args.seed + 1_000_003, **synthetic)
+    test_source = held_out(args.test_images, seed=args.seed, **synthetic)
     config = TrainConfig(
         epochs=args.epochs, batch_size=args.batch_size, image_size=size, optimizer=args.optimizer,
         learning_rate=args.lr, schedule=args.schedule, warmup_epochs=args.warmup_epochs,
