@@ -27,10 +27,9 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import zoo  # noqa: E402,F401  (registers the zoo's layers for loading)
-from fast_rcnn_synthetic import default_windows, parse_tiers, window_proposals  # noqa: E402
-from training import data  # noqa: E402
-from training.detection import _takes_rois  # noqa: E402
-from zoo.demo import _grid, draw_best_detections  # noqa: E402
+from fast_rcnn_synthetic import default_windows, held_out, parse_tiers, window_proposals  # noqa: E402
+from training.detection import takes_rois  # noqa: E402
+from zoo.demo import draw_detection_grid  # noqa: E402
 from zoo.predict import write_image  # noqa: E402
 
 
@@ -51,21 +50,18 @@ def main(argv=None):
         parser.error(f"--images must be at least 1, got {args.images}")
 
     model = keras.models.load_model(args.model)
-    source = data.synthetic(args.images, seed=args.seed + 1_000_003, image_size=(args.image_size,) * 2,
-                            num_classes=args.num_classes, max_objects=args.max_objects)
+    source = held_out(args.images, image_size=(args.image_size,) * 2, num_classes=args.num_classes,
+                      max_objects=args.max_objects, seed=args.seed)
     images = np.stack([example.image for example in source.examples]).astype(np.uint8)
     inputs = {"images": tf.constant(images, tf.float32)}
-    if _takes_rois(model):
+    if takes_rois(model):
         windows = window_proposals(parse_tiers(args.windows or default_windows(args.image_size)), (1.0,))(inputs["images"])
         inputs["rois"] = tf.tile(windows[None], [len(images), 1, 1])
     outputs = model(inputs, training=False)
     # Drawn at twice the size, so that the labels can be read in the README.
-    pictures = draw_best_detections(
-        np.repeat(np.repeat(images, 2, axis=1), 2, axis=2), 2 * outputs["boxes"].numpy(),
-        outputs["scores"].numpy(), outputs["classes"].numpy(), outputs["num_detections"].numpy(),
-        class_names=source.class_names, best=args.best, score_threshold=args.score_threshold,
-    )
-    print(write_image(args.out, _grid(pictures)))
+    picture = draw_detection_grid(images, outputs, class_names=source.class_names, best=args.best,
+                                  score_threshold=args.score_threshold, scale=2)
+    print(write_image(args.out, picture))
     return 0
 
 

@@ -550,9 +550,9 @@ def evaluate_detector(model, source, *, proposals=None, image_size, batch_size=8
         source, task="detection", batch_size=batch_size, image_size=image_size, training=False, max_boxes=most_boxes,
     )
 
-    if _takes_rois(model) != (proposals is not None):
+    if takes_rois(model) != (proposals is not None):
         raise ValueError(
-            f"evaluate_detector: {model.name} " + ("needs proposals=images -> boxes" if _takes_rois(model) else
+            f"evaluate_detector: {model.name} " + ("needs proposals=images -> boxes" if takes_rois(model) else
                                                    "makes its own proposals (an RPN); pass proposals=None")
         )
 
@@ -585,12 +585,13 @@ def evaluate_detector(model, source, *, proposals=None, image_size, batch_size=8
     return {name: float(value) for name, value in metrics.items()}
 
 
-def _takes_rois(model):
+def takes_rois(model):
+    """Whether `model` is a Fast R-CNN detector that takes caller-given `rois` beside its `images`."""
     return isinstance(getattr(model, "input", None), dict) and "rois" in model.input
 
 
 def _evaluate(model, source, *, batch_size, image_size, verbose=0, proposals=None, **options):
-    if proposals is None and _takes_rois(model):
+    if proposals is None and takes_rois(model):
         raise ValueError("detection evaluation needs proposals=images -> boxes (zoo evaluate builds sliding windows)")
     return evaluate_detector(
         model, source, proposals=proposals, image_size=image_size, batch_size=batch_size, verbose=verbose, **options
@@ -599,7 +600,7 @@ def _evaluate(model, source, *, batch_size, image_size, verbose=0, proposals=Non
 
 def _wrap(model, *, proposals=None, **options):
     """FastRCNNTrainer for a detector with a `rois` input, FasterRCNNTrainer for one with an RPN."""
-    if not _takes_rois(model):
+    if not takes_rois(model):
         from training.faster_rcnn import FasterRCNNTrainer
 
         if proposals is not None:

@@ -96,23 +96,28 @@ def _grid(pictures, columns=4):
     return np.concatenate(rows, axis=0)
 
 
-def draw_best_detections(images, boxes, scores, classes, counts, *, class_names, best=3, score_threshold=0.2):
-    """Each image with its `best` highest-scoring detections (at least `score_threshold`) drawn.
+def draw_detection_grid(images, outputs, *, class_names, best=3, score_threshold=0.2, scale=1, columns=4):
+    """`images` (uint8 `[B, H, W, 3]`) with a detector's `outputs` drawn, in one grid picture.
 
-    A detector trained for a few CPU minutes scores its boxes low (0.3 to 0.5 after the demo's
-    run), so a fixed 0.5 threshold would draw nothing; the best few show what it found.
+    Each image shows its `best` highest-scoring detections (at least `score_threshold`),
+    enlarged `scale` times so that the labels can be read. A detector trained for a few CPU
+    minutes scores its boxes low (0.3 to 0.5 after the demo's run), so a fixed 0.5 threshold
+    would draw nothing; the best few show what it found.
     """
     from zoo.detection.visualize import draw_detections
 
+    images = np.repeat(np.repeat(np.asarray(images), scale, axis=1), scale, axis=2)
+    boxes, scores, classes, counts = (
+        np.asarray(outputs[name]) for name in ("boxes", "scores", "classes", "num_detections")
+    )
     pictures = []
     for index, image in enumerate(images):
-        count = int(counts[index])
-        order = np.argsort(-scores[index, :count], kind="stable")[:best]
+        order = np.argsort(-scores[index, :int(counts[index])], kind="stable")[:best]
         pictures.append(draw_detections(
-            image, boxes[index, order], scores[index, order], classes[index, order], class_names=class_names,
-            score_threshold=score_threshold, thickness=1,
+            image, scale * boxes[index, order], scores[index, order], classes[index, order],
+            class_names=class_names, score_threshold=score_threshold, thickness=1,
         ))
-    return pictures
+    return _grid(pictures, columns)
 
 
 def _detector(config, out_dir, summary):
@@ -153,10 +158,8 @@ def _detector(config, out_dir, summary):
     images = np.stack([example.image for example in test_source.examples[:8]]).astype(np.uint8)
     outputs = model({"images": tf.constant(images, tf.float32), "rois": tf.tile(proposals(images)[None], [len(images), 1, 1])},
                     training=False)
-    picture = write_image(out_dir / "detection.png", _grid(draw_best_detections(
-        images, outputs["boxes"].numpy(), outputs["scores"].numpy(), outputs["classes"].numpy(),
-        outputs["num_detections"].numpy(), class_names=train_source.class_names,
-    )))
+    picture = write_image(out_dir / "detection.png",
+                          draw_detection_grid(images, outputs, class_names=train_source.class_names))
 
     export_dir = zoo.export(
         model, out_dir / "fast_rcnn_savedmodel", overwrite=True, proposals="sliding_windows",
