@@ -55,7 +55,8 @@ def main(argv=None):
     images = np.stack([example.image for example in source.examples]).astype(np.uint8)
     inputs = {"images": tf.constant(images, tf.float32)}
     if takes_rois(model):
-        windows = window_proposals(parse_tiers(args.windows or default_windows(args.image_size)), (1.0,))(inputs["images"])
+        tiers = parse_tiers(args.windows or default_windows(args.image_size))
+        windows = window_proposals(tiers, (1.0,))(inputs["images"])
         inputs["rois"] = tf.tile(windows[None], [len(images), 1, 1])
     outputs = model(inputs, training=False)
     # Drawn at twice the size, so that the labels can be read in the README.

@@ -137,7 +137,8 @@ def main(argv=None):
     parser.add_argument("--warmup-epochs", type=float, default=0.3)
     parser.add_argument("--weight-decay", type=float, default=None)
     parser.add_argument("--windows", default=None,
-                        help=f"STRIDE:SIDES;STRIDE:SIDES (default {default_windows(BASE_SIZE)} scaled by image size / {BASE_SIZE})")
+                        help=f"STRIDE:SIDES;STRIDE:SIDES (default {default_windows(BASE_SIZE)}, "
+                             f"scaled by image size / {BASE_SIZE})")
     parser.add_argument("--aspect-ratios", type=float, nargs="+", default=(1.0,), help="of the sliding windows")
     rpn = parser.add_argument_group("faster_rcnn_resnet50's RPN")
     rpn.add_argument("--anchor-scales", type=float, nargs="+", default=(16.0, 32.0, 64.0, 96.0))
