@@ -15,7 +15,14 @@ result is mapped back to the original image's pixels:
 
 `predict_files` writes `OUT/<image stem>.png` for every image and `OUT/predictions.json` with
 every result; each file is written under a temporary name and renamed, so an interrupted run
-never leaves a half-written file where a finished one is expected.
+never leaves a half-written file where a finished one is expected. Every check comes before the
+first write: the arguments (`score_threshold` in [0, 1], `top_k` >= 1, as many class names as
+the model has classes), every image (read in full), and the names: a picture that would land on
+one of the input images (`--out` is the images' folder and one of them is a `.png`) is refused,
+never written over the input. The whole batch is predicted before anything is written, too.
+A reused `OUT` keeps no stale pictures: once the new `predictions.json` is in place, the
+pictures that the previous `predictions.json` listed and this run did not write are deleted;
+nothing else in `OUT` is touched (a file the zoo did not list is never removed).
 """
 
 from __future__ import annotations
@@ -183,27 +190,32 @@ def predict_files(model, paths, out_dir, *, task, class_names=None, image_size=N
         raise ValueError(
             f"predict_files: task must be 'detection', 'classification' or 'segmentation', got {task!r}"
         )
+    _check_options(task, score_threshold, top_k)
     paths = [Path(path) for path in paths]
     if not paths:
         raise ValueError("predict_files: paths must name at least one image")
     stems = [path.stem for path in paths]
     if len(set(stems)) != len(stems):
         raise ValueError(f"predict_files: two images share a name stem, their pictures would collide: {stems}")
-    if task == "segmentation" and class_names is not None and model.output.shape[-1] != len(class_names) + 1:
-        raise ValueError(
-            f"predict_files: the model has {model.output.shape[-1]} classes (background included) but class_names "
-            f"has {len(class_names)} names (classes 1..K; 0 is the background)"
-        )
-    images = [read_image(path) for path in paths]  # every file is checked before anything is written
+    _check_class_names(model, task, class_names)
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    records = []
+    targets = [out_dir / f"{stem}.png" for stem in stems]
+    inputs = {os.path.realpath(path): path for path in paths}
+    for target in [*targets, out_dir / "predictions.json"]:
+        if os.path.realpath(target) in inputs:
+            raise ValueError(
+                f"predict_files: {target} would overwrite the input image {inputs[os.path.realpath(target)]}; "
+                f"write the results to another folder (--out)"
+            )
+    images = [read_image(path) for path in paths]  # every file is checked before anything is written
+    records, pictures = [], []
     for path, image in zip(paths, images):
         record = {"image": str(path), "height": int(image.shape[0]), "width": int(image.shape[1])}
         if task == "detection":
             result = detect(model, image, image_size=image_size, proposals=proposals)
             keep = result["scores"] >= score_threshold
             result = {key: value[keep] for key, value in result.items()}
+            _check_class_ids(result["classes"], class_names, first=1)
             picture = draw_detections(image, **result, class_names=class_names)
             record["detections"] = [
                 {
@@ -220,6 +232,7 @@ def predict_files(model, paths, out_dir, *, task, class_names=None, image_size=N
             record["classes"] = class_fractions(mask, class_names)
         else:
             result = classify(model, image, image_size=image_size, top_k=top_k)
+            _check_class_ids(result["classes"], class_names, first=0)
             picture = _draw_classification(image, result, class_names)
             record["top_k"] = [
                 {
@@ -229,10 +242,82 @@ def predict_files(model, paths, out_dir, *, task, class_names=None, image_size=N
                 }
                 for index, probability in zip(result["classes"], result["probabilities"])
             ]
-        record["picture"] = str(write_image(out_dir / f"{path.stem}.png", picture))
         records.append(record)
+        pictures.append(picture)
+    out_dir.mkdir(parents=True, exist_ok=True)
     listing = out_dir / "predictions.json"
+    previous = _listed_pictures(listing)
+    for record, picture, target in zip(records, pictures, targets):
+        record["picture"] = str(write_image(target, picture))
     temporary = listing.with_name(f".predictions.json.tmp-{os.getpid()}")
     temporary.write_text(json.dumps(records, indent=1))
     os.replace(temporary, listing)
+    _remove_stale_pictures(out_dir, previous, keep={os.path.realpath(t) for t in targets} | set(inputs))
     return records
+
+
+def _check_options(task, score_threshold, top_k):
+    if task == "detection" and not (isinstance(score_threshold, (int, float)) and 0.0 <= score_threshold <= 1.0):
+        raise ValueError(f"predict_files: score_threshold (--score-threshold) must be in [0, 1], got {score_threshold}")
+    if task == "classification" and not (isinstance(top_k, int) and top_k >= 1):
+        raise ValueError(f"predict_files: top_k (--top-k) must be an integer >= 1, got {top_k}")
+
+
+def model_class_count(model, task):
+    """The classes a zoo model predicts (objects only for detection and segmentation, whose
+    class 0 is the background), or None where the model does not show it."""
+    if task == "detection":
+        try:
+            return int(model.get_layer("class_probs").output.shape[-1]) - 1
+        except (ValueError, AttributeError, TypeError):
+            return None
+    outputs = model.outputs
+    if len(outputs) != 1 or outputs[0].shape[-1] is None:
+        return None
+    return int(outputs[0].shape[-1]) - (1 if task == "segmentation" else 0)
+
+
+def _check_class_names(model, task, class_names):
+    if class_names is None:
+        return
+    count = model_class_count(model, task)
+    if count is None or count == len(class_names):
+        return
+    if task == "classification":
+        raise ValueError(
+            f"predict_files: the model has {count} classes but class_names has {len(class_names)} names "
+            f"(--classes: one name per class)"
+        )
+    raise ValueError(
+        f"predict_files: the model has {count + 1} classes (background included) but class_names has "
+        f"{len(class_names)} names (--classes names classes 1..K; 0 is the background)"
+    )
+
+
+def _check_class_ids(class_ids, class_names, *, first):
+    if class_names is not None and len(class_ids) and int(max(class_ids)) - first >= len(class_names):
+        raise ValueError(
+            f"predict_files: the model predicted class {int(max(class_ids))} but class_names (--classes) has only "
+            f"{len(class_names)} names"
+        )
+
+
+def _listed_pictures(listing) -> list[str]:
+    """The pictures an earlier run's `predictions.json` lists (none when it cannot be read)."""
+    try:
+        records = json.loads(Path(listing).read_text())
+        return [str(record["picture"]) for record in records if isinstance(record.get("picture"), str)]
+    except (OSError, ValueError, TypeError, AttributeError, KeyError):
+        return []
+
+
+def _remove_stale_pictures(out_dir, previous, *, keep):
+    """Deletes the pictures of an earlier run in `out_dir` that this run did not write: only
+    `.png` files directly in `out_dir` that its `predictions.json` listed, never one in `keep`."""
+    for picture in previous:
+        # By name inside out_dir: the listed path may be relative to another working directory.
+        candidate = Path(out_dir) / Path(picture).name
+        resolved = os.path.realpath(candidate)
+        if resolved in keep or candidate.suffix != ".png" or candidate.is_symlink() or not candidate.is_file():
+            continue
+        candidate.unlink()

@@ -1,6 +1,7 @@
 """`zoo predict`: drawing, mapping detections back to the image's pixels, the files it writes."""
 
 import json
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -127,3 +128,69 @@ def test_cli_predict_a_trained_detector_and_refuse_a_missing_image(detector, tmp
     assert cli.main(argv) == 2
     assert f"image {missing}: no such file" in capsys.readouterr().err
     assert not (tmp_path / "out2").exists()  # every image is read before anything is written
+
+
+@pytest.fixture
+def trained_detector(detector, tmp_path):
+    """`detector` saved as `zoo train` leaves it: `run/model.keras` with `run/run.json` beside it."""
+    weights = tmp_path / "run" / "model.keras"
+    weights.parent.mkdir()
+    detector.save(weights)
+    (weights.parent / "run.json").write_text(json.dumps({"class_names": ["cat", "dog"], "config": {"image_size": [64, 64]}}))
+    return weights
+
+
+def test_cli_predict_refuses_to_overwrite_its_input_and_bad_options_before_writing(trained_detector, tmp_path):
+    from tests.helpers import run_zoo
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    photo = photos / "photo.png"
+    cv2.imwrite(str(photo), np.random.default_rng(3).integers(0, 256, (40, 50, 3), dtype=np.uint8))
+    original = photo.read_bytes()
+    common = ["predict", "fast_rcnn_vgg16", photo, "--weights", trained_detector, "--proposal-stride", "16",
+              "--proposal-scales", "24"]
+    # --out is the photo's own folder: its picture would be photos/photo.png, the input itself.
+    result = run_zoo(*common, "--out", photos)
+    assert result.returncode == 2, result.stderr
+    assert f"zoo predict: error: predict_files: {photo} would overwrite the input image {photo}" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert photo.read_bytes() == original and sorted(p.name for p in photos.iterdir()) == ["photo.png"]
+
+    result = run_zoo(*common, "--out", tmp_path / "out", "--score-threshold", "1.5")
+    assert result.returncode == 2 and "score_threshold (--score-threshold) must be in [0, 1], got 1.5" in result.stderr
+    result = run_zoo(*common, "--out", tmp_path / "out", "--classes", "cat")
+    assert result.returncode == 2, result.stderr
+    assert "the model has 3 classes (background included) but class_names has 1 names" in result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "out").exists()
+
+
+def test_predict_files_removes_only_the_stale_pictures_its_last_run_listed(detector, tmp_path):
+    first = _write_images(tmp_path, [(40, 40), (48, 48)])
+    out = tmp_path / "out"
+    options = dict(task="detection", class_names=("cat", "dog"), image_size=(64, 64), proposals=_proposals)
+    predict_files(detector, first, out, **options)
+    (out / "mine.png").write_bytes(b"a user's file")
+    second = tmp_path / "second.jpg"
+    cv2.imwrite(str(second), np.zeros((40, 40, 3), np.uint8))
+    records = predict_files(detector, [second, first[1]], out, **options)
+    assert [Path(r["picture"]).name for r in records] == ["second.png", "image1.png"]
+    # image0.png was the last run's and is not this run's: gone. mine.png was never listed: kept.
+    assert sorted(p.name for p in out.iterdir()) == ["image1.png", "mine.png", "predictions.json", "second.png"]
+
+
+def test_predict_files_refuses_out_of_range_options_and_too_few_class_names(detector, tmp_path):
+    paths = _write_images(tmp_path, [(40, 40)])
+    options = dict(image_size=(64, 64), proposals=_proposals)
+    for threshold in (-0.1, 1.01, float("nan")):
+        with pytest.raises(ValueError, match=r"score_threshold \(--score-threshold\) must be in \[0, 1\]"):
+            predict_files(detector, paths, tmp_path / "out", task="detection", score_threshold=threshold, **options)
+    with pytest.raises(ValueError, match=r"has 3 classes \(background included\) but class_names has 1 names"):
+        predict_files(detector, paths, tmp_path / "out", task="detection", class_names=("cat",), **options)
+    classifier = zoo.build("resnet18", classes=4, input_shape=(32, 32, 3))
+    for top_k in (0, -1):
+        with pytest.raises(ValueError, match=r"top_k \(--top-k\) must be an integer >= 1"):
+            predict_files(classifier, paths, tmp_path / "out", task="classification", top_k=top_k)
+    with pytest.raises(ValueError, match="the model has 4 classes but class_names has 2 names"):
+        predict_files(classifier, paths, tmp_path / "out", task="classification", class_names=("a", "b"))
+    assert not (tmp_path / "out").exists()
