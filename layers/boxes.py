@@ -14,8 +14,10 @@ inclusive 1-based pixels and add 1 to every size; that convention is converted o
 `voc_to_yxyx` / `yxyx_to_voc`, and nowhere else.
 
 Every function is pure TensorFlow, vectorised over all boxes, and runs eagerly and inside
-`tf.function`; all but `batched_nms` (TensorFlow has no XLA kernel for
-CombinedNonMaxSuppression) also compile with `jit_compile=True`. Shapes are checked when the
+`tf.function`, and compiles with `jit_compile=True`: NMS (`padded_nms`, `batched_nms`) is
+built from plain ops with static shapes, because TensorFlow's NMS kernels
+(CombinedNonMaxSuppression, NonMaxSuppressionV*) have no XLA kernel, and Keras turns XLA on for
+`train_step` on a GPU. Shapes are checked when the
 function is traced, from static shapes. Lists and NumPy arrays become float32 tensors (float64
 NumPy arrays included); tensors keep their floating dtype, and integer ones are cast to float32,
 so that IoU and box deltas are never computed in integer arithmetic. float16 and bfloat16 are
@@ -394,6 +396,164 @@ def _positive_int(value, *, name, function):
     return int(value)
 
 
+# Boxes per block of `padded_nms`: its IoU matrices are `[B, T, T]`, so memory stays bounded for
+# any N (the RPN's 12000 candidates). 512 is `tf.image.non_max_suppression_padded`'s tile.
+NMS_TILE_SIZE = 512
+
+
+def _nms_overlaps(boxes1, boxes2):
+    """`[B, N, 4]`, `[B, M, 4]` canonical boxes (ymin <= ymax) -> `[B, N, M]` IoU, as TF's NMS kernels.
+
+    The same float32 arithmetic as TensorFlow's `CombinedNonMaxSuppression` (`IOU` in
+    non_max_suppression_op.cc): a box without area overlaps nothing, and the ratio is not
+    clamped, so that `iou > iou_threshold` decides every pair as the kernel does.
+    """
+    ymin1, xmin1, ymax1, xmax1 = _coordinates(boxes1[:, :, None, :])
+    ymin2, xmin2, ymax2, xmax2 = _coordinates(boxes2[:, None, :, :])
+    area1 = (ymax1 - ymin1) * (xmax1 - xmin1)
+    area2 = (ymax2 - ymin2) * (xmax2 - xmin2)
+    overlap_h = tf.maximum(tf.minimum(ymax1, ymax2) - tf.maximum(ymin1, ymin2), 0.0)
+    overlap_w = tf.maximum(tf.minimum(xmax1, xmax2) - tf.maximum(xmin1, xmin2), 0.0)
+    intersection = overlap_h * overlap_w
+    nonempty = (area1 > 0) & (area2 > 0)
+    union = tf.where(nonempty, area1 + area2 - intersection, tf.ones_like(intersection))
+    return tf.where(nonempty, intersection / union, tf.zeros_like(intersection))
+
+
+def padded_nms(boxes, scores, *, max_output_size, iou_threshold=0.5, score_threshold=float("-inf"),
+               tile_size=NMS_TILE_SIZE):
+    """Greedy non-maximum suppression of each row of a batch, padded to a fixed output size.
+
+    The same selection as `tf.image.non_max_suppression` (and each class of
+    `tf.image.combined_non_max_suppression`): boxes scoring above `score_threshold` (strictly)
+    are visited by descending score, and one is kept if its IoU with every box kept before it is
+    at most `iou_threshold`, until `max_output_size` are kept. Corners may come in either order
+    (each box is taken as its canonical `[min, min, max, max]`), and a box without area
+    suppresses nothing. Equal scores are visited in index order.
+
+    Built from plain ops with static shapes, so that it compiles with XLA (TensorFlow's NMS ops
+    have no XLA kernel): the sorted boxes are cut into blocks of `tile_size`; each block is first
+    suppressed by the kept boxes of the blocks before it (`[B, T, T]` IoU each), then by itself,
+    iterating `kept = alive & ~any(kept_i & iou_ij > t for i < j)` to its fixed point, which is
+    the greedy result (box j is right once every box before it is). The loop stops after the
+    last block with a candidate, or once every row has `max_output_size` boxes. Not
+    differentiable, like TensorFlow's NMS: gradients stop at its inputs.
+
+    Args:
+      boxes: `[B, N, 4]` boxes `[ymin, xmin, ymax, xmax]` (N may be 0).
+      scores: `[B, N]` scores; NaN scores are never kept.
+      max_output_size: Python int D, boxes kept per row at most.
+      iou_threshold: suppress a box whose IoU with a kept one is above this (a float or a
+        scalar tensor).
+      score_threshold: keep only boxes scoring above this (a float or a scalar tensor).
+      tile_size: the block size T (a smaller one is used when N is smaller).
+
+    Returns:
+      A dict of
+        "indices": `[B, D]` int32 indices into N of the kept boxes by descending score, -1 in
+          padding rows;
+        "boxes": `[B, D, 4]` the kept boxes as given, in `boxes`' dtype, zeros in padding rows;
+        "scores": `[B, D]` their scores, 0 in padding rows;
+        "num_valid": `[B]` int32, the number of rows that are not padding.
+
+    Example:
+      >>> kept = padded_nms(proposals, objectness, max_output_size=300, iou_threshold=0.7)
+    """
+    function = "padded_nms"
+    count = _positive_int(max_output_size, name="max_output_size", function=function)
+    tile = _positive_int(tile_size, name="tile_size", function=function)
+    boxes = tf.stop_gradient(_as_boxes(boxes, name="boxes", function=function, layout="[B, N, 4]", min_rank=3))
+    scores = tf.stop_gradient(tf.convert_to_tensor(scores, dtype_hint=tf.float32))
+    if boxes.shape.rank not in (None, 3):
+        raise ValueError(f"{function}: boxes must be [B, N, 4] (ymin, xmin, ymax, xmax), got shape {tuple(boxes.shape)}")
+    if scores.shape.rank not in (None, 2) or not scores.dtype.is_floating:
+        raise ValueError(f"{function}: scores must be [B, N] floats, got {scores.dtype.name} {tuple(scores.shape)}")
+    if boxes.shape.rank is not None and not boxes.shape[:2].is_compatible_with(scores.shape):
+        raise ValueError(f"{function}: boxes {tuple(boxes.shape)} and scores {tuple(scores.shape)} must agree on [B, N]")
+    static_n = scores.shape[1] if scores.shape.rank is not None else None
+    if static_n is not None:
+        # One block when everything fits: no IoU against padding rows (a multiple of 8 for SIMD).
+        tile = min(tile, max(8, -(-max(static_n, count) // 8) * 8))
+    compute = _compute_dtype(boxes.dtype)
+    iou_threshold = tf.cast(iou_threshold, compute)
+    score_scores = tf.cast(scores, compute)
+    batch, n = tf.shape(scores)[0], tf.shape(scores)[1]
+
+    candidate = score_scores > tf.cast(score_threshold, compute)
+    neg_inf = tf.constant(float("-inf"), compute)
+    # top_k is stable: equal scores keep their index order.
+    order = tf.math.top_k(tf.where(candidate, score_scores, neg_inf), k=n, sorted=True).indices  # [B, N]
+    if static_n is not None:  # Python ints keep the static shapes through the loops
+        blocks = max(-(-max(static_n, count) // tile), 1)
+    else:
+        blocks = tf.maximum((tf.maximum(n, count) + tile - 1) // tile, 1)
+    padded = blocks * tile
+    padding = [[0, 0], [0, padded - n]]
+    order = tf.pad(order, padding, constant_values=-1)  # [B, P]
+    safe_order = tf.maximum(order, 0)
+    real = order >= 0
+    # Gathered from the padded rows, so that N = 0 has a row for the padding indices to read.
+    sorted_boxes = tf.where(real[..., None], tf.gather(tf.pad(boxes, padding + [[0, 0]]), safe_order, batch_dims=1),
+                            tf.zeros([], boxes.dtype))
+    sorted_scores = tf.where(real, tf.gather(tf.pad(scores, padding), safe_order, batch_dims=1),
+                             tf.zeros([], scores.dtype))
+    alive = real & tf.gather(tf.pad(candidate, padding), safe_order, batch_dims=1)
+    compute_boxes = tf.cast(sorted_boxes, compute)
+    ymin, xmin, ymax, xmax = _coordinates(compute_boxes)
+    canonical = tf.stack([tf.minimum(ymin, ymax), tf.minimum(xmin, xmax), tf.maximum(ymin, ymax),
+                          tf.maximum(xmin, xmax)], axis=-1)
+    canonical = tf.reshape(canonical, [batch, blocks, tile, 4])
+    alive = tf.reshape(alive, [batch, blocks, tile])
+    # Candidates sort first, so the blocks past the last candidate hold none.
+    last_block = (tf.reduce_max(tf.reduce_sum(tf.cast(alive, tf.int32), axis=[1, 2])) + tile - 1) // tile
+    later = tf.range(tile)[:, None] < tf.range(tile)[None, :]  # [T, T]: i visited before j
+
+    def suppress_block(block, kept, taken):
+        block_boxes = tf.gather(canonical, block, axis=1)  # [B, T, 4]
+        block_alive = tf.gather(alive, block, axis=1)
+
+        def by_earlier_block(earlier, block_alive):
+            overlaps = _nms_overlaps(tf.gather(canonical, earlier, axis=1), block_boxes)  # [B, T, T]
+            hit = (overlaps > iou_threshold) & tf.gather(kept, earlier, axis=1)[:, :, None]
+            return earlier + 1, block_alive & ~tf.reduce_any(hit, axis=1)
+
+        _, block_alive = tf.while_loop(
+            lambda earlier, _: earlier < block, by_earlier_block, [tf.constant(0), block_alive],
+        )
+        suppresses = (_nms_overlaps(block_boxes, block_boxes) > iou_threshold) & later  # [B, T, T]
+
+        def settle(step, block_kept, _):
+            update = block_alive & ~tf.reduce_any(suppresses & block_kept[:, :, None], axis=1)
+            return step + 1, update, tf.reduce_any(tf.not_equal(update, block_kept))
+
+        _, block_kept, _ = tf.while_loop(
+            lambda step, _, changed: changed & (step < tile), settle, [tf.constant(0), block_alive, tf.constant(True)],
+        )
+        # At most `count` per row: the greedy pass stops there.
+        rank = tf.cumsum(tf.cast(block_kept, tf.int32), axis=1)
+        block_kept &= taken[:, None] + rank <= count
+        taken += tf.reduce_sum(tf.cast(block_kept, tf.int32), axis=1)
+        updated = kept | (tf.equal(tf.range(blocks), block)[None, :, None] & block_kept[:, None, :])
+        updated.set_shape(kept.shape)
+        return block + 1, updated, taken
+
+    _, kept, taken = tf.while_loop(
+        lambda block, _, taken: (block < last_block) & tf.reduce_any(taken < count),
+        suppress_block,
+        [tf.constant(0), tf.zeros([batch, blocks, tile], tf.bool), tf.zeros([batch], tf.int32)],
+    )
+    # The kept boxes, in visiting order (descending score): the D smallest kept positions.
+    position = tf.cast(padded - tf.range(padded), compute)
+    first = tf.math.top_k(tf.where(tf.reshape(kept, [batch, padded]), position, 0.0), k=count).indices  # [B, D]
+    valid = tf.range(count)[None, :] < taken[:, None]
+    return {
+        "indices": tf.where(valid, tf.gather(order, first, batch_dims=1), -1),
+        "boxes": tf.where(valid[..., None], tf.gather(sorted_boxes, first, batch_dims=1), tf.zeros([], boxes.dtype)),
+        "scores": tf.where(valid, tf.gather(sorted_scores, first, batch_dims=1), tf.zeros([], scores.dtype)),
+        "num_valid": taken,
+    }
+
+
 def batched_nms(
     boxes,
     scores,
@@ -407,15 +567,16 @@ def batched_nms(
 ):
     """Per-class non-maximum suppression over a batch, in the graph (SavedModel-exportable).
 
-    A thin wrapper of `tf.image.combined_non_max_suppression` that speaks the zoo's conventions:
-    pixel boxes in and out, 1-based class ids, padding rows of class 0. Within each class, a box
+    The selection of `tf.image.combined_non_max_suppression` (`pad_per_class=False`) in the zoo's
+    conventions: pixel boxes in and out, 1-based class ids, padding rows of class 0, built on
+    `padded_nms` so that it compiles with XLA (the TensorFlow op has no XLA kernel). Within each class, a box
     is kept if its score is above `score_threshold` (strictly) and its IoU with every
     higher-scoring kept box of the class is at most `iou_threshold`; at most
     `max_output_size_per_class` boxes per class, then the best `max_total_size` over all classes,
     sorted by score. TensorFlow's own `clip_boxes` clips to [0, 1] (normalised coordinates), so
     it is always off here; `clip_boxes=True` clips to `image_shape` in pixels before the
-    suppression, as torchvision and detectron2 do. There is no XLA kernel for the op, so this
-    function does not compile under `jit_compile=True`.
+    suppression, as torchvision and detectron2 do. It compiles under `jit_compile=True`; the
+    classes run as one batch of `B * K` padded NMS problems.
 
     Args:
       boxes: `[B, N, K, 4]` class-specific boxes or `[B, N, 1, 4]` boxes shared by all classes,
@@ -472,23 +633,31 @@ def batched_nms(
         if image_shape is None:
             raise ValueError(f"{function}: clip_boxes=True needs image_shape, (height, width) or [B, 2]")
         boxes = _clip(boxes, image_shape, function=function)
-    # The op takes float32 only; boxes come back float32 like its outputs.
-    nmsed_boxes, nmsed_scores, nmsed_classes, num_detections = tf.image.combined_non_max_suppression(
-        tf.cast(boxes, tf.float32),
-        tf.cast(scores, tf.float32),
-        max_output_size_per_class=per_class,
-        max_total_size=total,
-        iou_threshold=iou_threshold,
-        score_threshold=score_threshold,
-        pad_per_class=False,
-        clip_boxes=False,
+    # float32 in and out, as TensorFlow's CombinedNonMaxSuppression (the op this replaces).
+    boxes, scores = tf.cast(boxes, tf.float32), tf.cast(scores, tf.float32)
+    shape = tf.shape(scores)
+    batch, count, classes = shape[0], shape[1], shape[2]
+    # One padded NMS per (image, class): [B, N, K, 4] -> [B * K, N, 4].
+    boxes = tf.broadcast_to(boxes, tf.concat([shape, [4]], 0))
+    kept = padded_nms(
+        tf.reshape(tf.transpose(boxes, [0, 2, 1, 3]), [batch * classes, count, 4]),
+        tf.reshape(tf.transpose(scores, [0, 2, 1]), [batch * classes, count]),
+        max_output_size=per_class, iou_threshold=iou_threshold, score_threshold=score_threshold,
     )
-    # The op pads with class 0, which is also its first object class: tell them apart by row.
+    # Then the best `total` over the classes, by score: [B, K * P] candidates, padding last.
+    kept_valid = tf.reshape(tf.range(per_class)[None, :] < kept["num_valid"][:, None], [batch, classes * per_class])
+    kept_scores = tf.reshape(kept["scores"], [batch, classes * per_class])
+    kept_boxes = tf.reshape(kept["boxes"], [batch, classes * per_class, 4])
+    kept_classes = tf.repeat(tf.range(1, classes + 1), per_class)[None, :]  # 1-based
+    extra = tf.maximum(total - classes * per_class, 0)  # top_k needs `total` candidates
+    keys = tf.pad(tf.where(kept_valid, kept_scores, float("-inf")), [[0, 0], [0, extra]], constant_values=float("-inf"))
+    best = tf.math.top_k(keys, k=total, sorted=True).indices  # [B, D]
+    num_detections = tf.minimum(tf.reduce_sum(tf.cast(kept_valid, tf.int32), axis=1), total)
     valid = tf.range(total)[None, :] < num_detections[:, None]
-    classes = tf.where(valid, tf.cast(nmsed_classes, tf.int32) + 1, tf.zeros_like(valid, tf.int32))
+    best = tf.where(valid, best, 0)
     return {
-        "boxes": tf.where(valid[..., None], nmsed_boxes, tf.zeros_like(nmsed_boxes)),
-        "scores": tf.where(valid, nmsed_scores, tf.zeros_like(nmsed_scores)),
-        "classes": classes,
+        "boxes": tf.where(valid[..., None], tf.gather(kept_boxes, best, batch_dims=1), 0.0),
+        "scores": tf.where(valid, tf.gather(kept_scores, best, batch_dims=1), 0.0),
+        "classes": tf.where(valid, tf.gather(tf.broadcast_to(kept_classes, tf.shape(kept_valid)), best, batch_dims=1), 0),
         "num_detections": num_detections,
     }

@@ -382,6 +382,104 @@ def test_batched_nms_clips_in_pixels_before_suppression():
     np.testing.assert_array_equal(clipped["classes"].numpy()[0], [1, 0, 0])
 
 
+def reference_greedy_nms(boxes, scores, *, max_output_size, iou_threshold, score_threshold):
+    """Greedy NMS of one row: the kept indices by descending score (float64, per pair)."""
+    order = sorted((i for i in range(len(scores)) if scores[i] > score_threshold), key=lambda i: -scores[i])
+    kept = []
+    for i in order:
+        if len(kept) == max_output_size:
+            break
+        if all(reference_pair_iou(boxes[i], boxes[j]) <= iou_threshold for j in kept):
+            kept.append(i)
+    return kept
+
+
+def tensorflow_nms(boxes, scores, *, max_output_size, iou_threshold, score_threshold):
+    """What the zoo used before padded_nms: TensorFlow's CombinedNonMaxSuppression, one class."""
+    nmsed_boxes, nmsed_scores, _, num = tf.image.combined_non_max_suppression(
+        boxes[:, :, None, :], scores[..., None], max_output_size_per_class=max_output_size,
+        max_total_size=max_output_size, iou_threshold=iou_threshold, score_threshold=score_threshold,
+        pad_per_class=False, clip_boxes=False,
+    )
+    return nmsed_boxes.numpy(), nmsed_scores.numpy(), num.numpy()
+
+
+@pytest.mark.parametrize("jit_compile", [None, True])
+@pytest.mark.parametrize(
+    "num_boxes, max_output_size, score_threshold, tile_size",
+    [
+        (40, 10, float("-inf"), 512),  # one block
+        (40, 25, 0.3, 8),  # five blocks: suppression across blocks, and a score threshold
+        (6, 10, 0.0, 512),  # fewer candidates than the output count
+        (30, 30, 0.9, 4),  # few candidates, most blocks hold none
+        (0, 5, 0.0, 512),  # no boxes at all
+    ],
+)
+def test_padded_nms_equals_greedy_reference_and_tensorflow_nms(
+    rng, jit_compile, num_boxes, max_output_size, score_threshold, tile_size
+):
+    batch = 3
+    boxes = random_boxes(rng, (batch, num_boxes))
+    scores = rng.uniform(0.0, 1.0, size=(batch, num_boxes)).astype("float32")  # no ties
+    if num_boxes:
+        boxes[1, ::3] = boxes[1, ::3, ::-1][..., [1, 0, 3, 2]]  # corners in the other order: same boxes
+        boxes[2], scores[2] = 0.0, 0.0  # an all-padding row
+    options = dict(max_output_size=max_output_size, iou_threshold=0.4, score_threshold=score_threshold)
+
+    @tf.function(jit_compile=jit_compile)
+    def nms(boxes, scores):
+        return box_ops.padded_nms(boxes, scores, tile_size=tile_size, **options)
+
+    kept = {key: value.numpy() for key, value in nms(boxes, scores).items()}
+    assert kept["boxes"].shape == (batch, max_output_size, 4) and kept["indices"].dtype == np.int32
+    canonical = np.concatenate([np.minimum(boxes[..., :2], boxes[..., 2:]), np.maximum(boxes[..., :2], boxes[..., 2:])],
+                               axis=-1)
+    for b in range(batch):
+        expected = reference_greedy_nms(canonical[b], scores[b], **options)
+        count = len(expected)
+        assert kept["num_valid"][b] == count
+        np.testing.assert_array_equal(kept["indices"][b], expected + [-1] * (max_output_size - count))
+        np.testing.assert_array_equal(kept["boxes"][b, :count], boxes[b, expected].reshape(-1, 4))
+        np.testing.assert_array_equal(kept["scores"][b, :count], scores[b, expected])
+        assert not kept["boxes"][b, count:].any() and not kept["scores"][b, count:].any()
+    if num_boxes:
+        # Padding rows score 0: none kept above a threshold >= 0, all kept (no area) below it.
+        assert kept["num_valid"][0] > 0 and kept["num_valid"][2] == (0 if score_threshold >= 0 else max_output_size)
+        # TensorFlow's kernel keeps the same boxes (it takes either corner order too).
+        tf_boxes, tf_scores, tf_num = tensorflow_nms(boxes, scores, **options)
+        np.testing.assert_array_equal(kept["num_valid"], tf_num)
+        np.testing.assert_array_equal(kept["scores"], tf_scores)
+        np.testing.assert_array_equal(kept["boxes"], tf_boxes)
+
+
+def test_padded_nms_threshold_is_strict_and_empty_boxes_suppress_nothing():
+    # IoU exactly 0.5 is kept at iou_threshold 0.5 (suppressed only above it), as TensorFlow's.
+    boxes = np.array([[[0, 0, 10, 10], [0, 0, 10, 5], [0, 0, 10, 10], [3, 3, 3, 3], [3, 3, 3, 3]]], "float32")
+    scores = np.array([[0.9, 0.8, 0.7, 0.6, 0.5]], "float32")
+    kept = box_ops.padded_nms(boxes, scores, max_output_size=5, iou_threshold=0.5)
+    np.testing.assert_array_equal(kept["indices"].numpy(), [[0, 1, 3, 4, -1]])
+    np.testing.assert_array_equal(kept["num_valid"].numpy(), [4])
+    np.testing.assert_array_equal(tensorflow_nms(boxes, scores, max_output_size=5, iou_threshold=0.5,
+                                                 score_threshold=float("-inf"))[2], [4])
+
+
+@pytest.mark.parametrize("shared_boxes", [False, True])
+def test_batched_nms_compiles_with_xla_and_equals_tensorflow_nms(rng, shared_boxes):
+    batch, num_boxes, classes = 2, 30, 3
+    boxes = random_boxes(rng, (batch, num_boxes, 1 if shared_boxes else classes))
+    scores = rng.uniform(0.0, 1.0, size=(batch, num_boxes, classes)).astype("float32")
+    options = dict(max_output_size_per_class=6, max_total_size=20, iou_threshold=0.4, score_threshold=0.2)
+    compiled = tf.function(lambda b, s: box_ops.batched_nms(b, s, **options), jit_compile=True)(boxes, scores)
+    boxes_tf, scores_tf, classes_tf, num_tf = tf.image.combined_non_max_suppression(
+        boxes, scores, pad_per_class=False, clip_boxes=False, **options
+    )
+    np.testing.assert_array_equal(compiled["num_detections"].numpy(), num_tf.numpy())
+    np.testing.assert_array_equal(compiled["scores"].numpy(), scores_tf.numpy())
+    np.testing.assert_array_equal(compiled["boxes"].numpy(), boxes_tf.numpy())
+    valid = np.arange(20)[None] < num_tf.numpy()[:, None]
+    np.testing.assert_array_equal(compiled["classes"].numpy(), np.where(valid, classes_tf.numpy() + 1, 0))
+
+
 # --------------------------------------------------------------------------- errors
 
 
