@@ -175,15 +175,16 @@ def generate_proposals(objectness, deltas, anchors, image_shape, *, pre_nms_top_
     count = tf.minimum(pre_nms_top_n, tf.shape(scores)[1])
     top_scores, order = tf.math.top_k(scores, k=count, sorted=True)
     top_boxes = tf.gather(boxes, order, batch_dims=1)
-    nmsed_boxes, nmsed_scores, _, num_proposals = tf.image.combined_non_max_suppression(
-        top_boxes[:, :, None, :], top_scores[..., None], max_output_size_per_class=post_nms_top_n,
-        max_total_size=post_nms_top_n, iou_threshold=float(iou_threshold), score_threshold=-0.5,
-        pad_per_class=False, clip_boxes=False,
+    # padded_nms, not tf.image's NMS ops: those have no XLA kernel, and Keras compiles the
+    # training step (which runs this layer) with XLA on a GPU.
+    kept = box_ops.padded_nms(
+        top_boxes, top_scores, max_output_size=post_nms_top_n, iou_threshold=float(iou_threshold),
+        score_threshold=-0.5,
     )
-    valid = tf.range(post_nms_top_n)[None, :] < num_proposals[:, None]
+    num_proposals = kept["num_valid"]
     return {
-        "boxes": tf.where(valid[..., None], nmsed_boxes, 0.0),
-        "scores": tf.where(valid, nmsed_scores, 0.0),
+        "boxes": kept["boxes"],
+        "scores": kept["scores"],
         "num_proposals": num_proposals,
     }
 
