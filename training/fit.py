@@ -32,9 +32,11 @@ import tensorflow as tf
 
 from training import data as data_lib
 from training.adversarial import AdversarialModel
-from training.callbacks import Backup, BestCheckpoint, EarlyStopping, StopOnNaN, save_model_atomically
+from training.callbacks import Backup, BestCheckpoint, EarlyStopping, StalledValidation, StopOnNaN
+from training.callbacks import save_model_atomically
 from training.distribute import is_chief, make_strategy
 from training.optimizers import OPTIMIZERS, SCHEDULES, WarmupSchedule, make_optimizer
+from training.precise_bn import PreciseBatchNorm, trainable_batch_norms
 from training.regularization import BATCH_NORM_MODES, apply_weight_decay, default_weight_decay
 from training.regularization import freeze_stages, set_batch_norm
 from training.tasks import get_task
@@ -60,6 +62,9 @@ class TrainConfig:
       weight_decay: L2 on kernels; None takes the backbone's DeepLab default (1e-4 ResNet,
         4e-5 MobileNet-v2 / Xception, 5e-4 VGG), 0 turns it off. AdamW decays decoupled.
       batch_norm: "fine_tune" or "frozen" (statistics fixed: small batches).
+      precise_bn: re-estimate the batch-norm statistics from this many training batches at
+        the end of the run (fewer at each earlier epoch), before validation
+        (`training.precise_bn`); 0 turns it off and leaves the moving averages of training.
       freeze_stages: how many backbone stages, from the stem, are not trained.
       augment: flips, scale, crop and colour jitter on the training data: True for
         `training.data.augment`'s defaults, False for none, or a dict of its arguments (e.g.
@@ -83,6 +88,7 @@ class TrainConfig:
     momentum: float = 0.9
     weight_decay: float | None = None
     batch_norm: str = "fine_tune"
+    precise_bn: int = 16
     freeze_stages: int = 0
     augment: bool | dict = True
     validation_fraction: float = 0.2
@@ -105,6 +111,8 @@ class TrainConfig:
             (self.warmup_epochs >= 0, "warmup_epochs", ">= 0"),
             (self.weight_decay is None or self.weight_decay >= 0, "weight_decay", "None or >= 0"),
             (self.batch_norm in BATCH_NORM_MODES, "batch_norm", f"one of {BATCH_NORM_MODES}"),
+            (isinstance(self.precise_bn, int) and not isinstance(self.precise_bn, bool) and self.precise_bn >= 0,
+             "precise_bn", "a number of batches >= 0"),
             (self.freeze_stages >= 0, "freeze_stages", ">= 0"),
             (0 <= self.validation_fraction < 1, "validation_fraction", "in [0, 1)"),
             (self.early_stopping_patience is None or self.early_stopping_patience >= 1,
@@ -188,6 +196,35 @@ def _multi_worker_workarounds(trainee, strategy, training_data):
         expanded = lambda data, step=step: {k: tf.reshape(v, [1]) for k, v in step(trainee, data).items()}  # noqa: E731
         object.__setattr__(trainee, name, expanded)
     return strategy.scope()
+
+
+def _statistics_callbacks(trainee, train_source, task, config, nan_guard, validating, verbose):
+    """Precise batch norm (when the model trains batch-norm statistics) and the stalled-validation
+    warning: the callbacks that keep the validation metrics honest."""
+    callbacks = []
+    batch_norms = trainable_batch_norms(trainee)
+    if config.precise_bn and batch_norms:
+        num_batches = min(config.precise_bn, len(train_source.examples) // config.batch_size)
+
+        def batches(epoch):
+            # The statistics come from training batches as training sees them (augmented), a
+            # function of (seed, epoch) like the training data, so that a resumed run agrees.
+            return data_lib.make_dataset(
+                train_source, task=task.name, batch_size=config.batch_size, image_size=config.image_size,
+                training=True, seed=config.seed + 1, epoch=epoch, augment=config.augment,
+                num_classes=len(train_source.class_names),
+            )
+
+        callbacks.append(PreciseBatchNorm(batches, num_batches=num_batches, nan_guard=nan_guard))
+        _say(verbose, f"train: precise batch norm, {len(batch_norms)} layers re-estimated from {num_batches} "
+                      "training batches at the end (fewer after earlier epochs), before validation")
+    if validating:
+        if batch_norms and not config.precise_bn:
+            hint = "Precise batch norm is off: try --precise-bn 16 (TrainConfig(precise_bn=16))."
+        else:
+            hint = "Precise batch norm is on, so look at the data and the learning rate first."
+        callbacks.append(StalledValidation(task.monitor, hint=hint))
+    return callbacks
 
 
 def _say(verbose, message):
@@ -310,7 +347,9 @@ def train(
                     image_size=config.image_size, training=False, seed=config.seed,
                     num_classes=num_classes,
                 )
-            callbacks = [nan_guard, *stateful, backup, keras.callbacks.TensorBoard(str(write_dir / "logs"))]
+            callbacks = [nan_guard, *_statistics_callbacks(trainee, train_source, task, config, nan_guard,
+                                                           validation is not None, verbose),
+                         *stateful, backup, keras.callbacks.TensorBoard(str(write_dir / "logs"))]
             training_data = _epochs_dataset(train_source, task, config, initial_epoch, steps_per_epoch)
             scope = contextlib.nullcontext()
             if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
