@@ -15,6 +15,7 @@ import math
 import os
 import re
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
@@ -207,3 +208,49 @@ class Backup(keras.callbacks.Callback):
             shutil.rmtree(old, ignore_errors=True)
         for leftover in self.directory.glob("epoch-*.tmp-*"):
             shutil.rmtree(leftover, ignore_errors=True)
+
+
+class StalledValidation(keras.callbacks.Callback):
+    """Warns once when the validation metric stays put for `patience` epochs while its training
+    counterpart moves: the model behaves differently in inference mode than in training.
+
+    The usual cause is batch-norm moving statistics that lag the weights (a decay of 0.997+
+    over a few hundred steps, with precise batch norm off); others are a validation set from
+    another distribution, or a model collapsed to one class. The message names them.
+
+    Args:
+      monitor: the validation metric (`val_mIoU`); its training counterpart is the name without
+        `val_`.
+      patience: epochs without movement before warning.
+      tolerance: the largest change that counts as "not moving".
+      hint: a sentence appended to the message (the trainer says whether precise BN is on).
+      stream: where to print (default: `sys.stderr`).
+    """
+
+    def __init__(self, monitor, *, patience=3, tolerance=1e-3, hint="", stream=None):
+        super().__init__()
+        self.monitor, self.training_metric = monitor, monitor.removeprefix("val_")
+        self.patience, self.tolerance, self.hint, self.stream = patience, tolerance, hint, stream
+        self.values, self.training_values, self.warning = [], [], None
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        if self.warning is not None or self.monitor not in logs or self.training_metric not in logs:
+            return
+        self.values.append(float(logs[self.monitor]))
+        self.training_values.append(float(logs[self.training_metric]))
+        window = self.values[-(self.patience + 1):]
+        if len(window) <= self.patience:
+            return
+        spread = max(window) - min(window)
+        first, last = self.training_values[-(self.patience + 1)], self.training_values[-1]
+        if spread > self.tolerance or not abs(last - first) > 10 * max(spread, self.tolerance):
+            return
+        self.warning = (
+            f"warning: {self.monitor} has stayed at {window[-1]:.4f} for {self.patience + 1} epochs while "
+            f"{self.training_metric} went from {first:.4f} to {last:.4f}: the model behaves differently in "
+            "inference mode than in training. Likely causes: batch-norm moving statistics that lag the weights "
+            "(a decay of 0.997 or more over a short run), a validation set unlike the training set, or a model "
+            f"that predicts one class. {self.hint}".rstrip()
+        )
+        print(self.warning, file=self.stream or sys.stderr, flush=True)

@@ -502,6 +502,12 @@ class FastRCNNTrainer(keras.Model):
         total, losses = self._detection_losses(images, sample, training=False)
         return self._log(total, losses, images)
 
+    def batch_norm_forward(self, data):
+        """The training-mode forward pass on sampled RoIs, for `training.precise_bn` (no loss)."""
+        images, targets = self._unpack(data)
+        sample = self.sample(images, targets, self._step_seed(1))
+        return self.head({"images": images, "rois": sample["rois"]}, training=True)
+
 
 # --------------------------------------------------------------------------- evaluation
 

@@ -376,6 +376,11 @@ class FasterRCNNTrainer(keras.Model):
         total, parts = self.losses_of(images, targets, self._step_seed(1), training=False)
         return self._log(total, parts, images)
 
+    def batch_norm_forward(self, data):
+        """The training-mode forward pass of the RPN and the head, for `training.precise_bn`."""
+        images, targets = self._unpack(data)
+        return self.losses_of(images, targets, self._step_seed(1), training=True)[0]
+
 
 __all__ = [
     "ANCHORS_PER_IMAGE",
