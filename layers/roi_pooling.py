@@ -25,6 +25,18 @@ edges are Caffe's under eager execution, `tf.function` and `jit_compile=True` al
 Coordinates are clamped to +-2**20 feature cells before rounding, so that any finite box
 (1e30 included) gives integer arithmetic that cannot overflow; no image comes near that.
 
+Bad RoIs, with and without XLA. Without XLA, NaN or Inf coordinates raise
+`InvalidArgumentError("RoIPooling: rois contain NaN or Inf coordinates")`, and features and RoIs
+of different batch sizes raise ("must have the same batch size"), also when the sizes are known
+only at run time. XLA drops both checks (`CheckNumerics` and `Assert` do not compile), so:
+  - a non-finite RoI is harmless instead: it pools zeros (every bin empty, as for a RoI outside
+    the map) and gets no gradient, never values of the map; `DetectionPostprocess` gives it no
+    detection (a design choice: XLA has no way to raise);
+  - batch sizes that differ still fail, when XLA compiles the call, with the
+    `InvalidArgumentError` of a reshape of the RoIs to the features' batch (the element counts
+    differ), instead of broadcasting one RoI set to every image or one image to every RoI set.
+    The one case that passes is N = 0, where there is nothing to pool.
+
 Each bin's maximum is read from a table of block maxima built once per call, so the work
 follows the number of bins rather than their area, one gather serves every RoI, and all of it
 compiles under XLA. Two tables:
@@ -424,7 +436,7 @@ def _in_xla_context():
     return control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph())
 
 
-def _check_inputs(features, rois):
+def _check_inputs(features, rois, spatial_scale):
     if features.shape.rank != 4:
         raise ValueError(f"RoIPooling: features must be [B, H, W, C], got shape {features.shape}")
     if rois.shape.rank != 3 or rois.shape[-1] != 4:
@@ -440,10 +452,27 @@ def _check_inputs(features, rois):
         raise ValueError(
             f"RoIPooling: features and rois must have the same batch size, got {batch_features} and {batch_rois}"
         )
-    # TensorFlow's CropAndResize gradient crashes on NaN boxes; fail here with a clear message.
-    return tf.debugging.assert_all_finite(
-        tf.cast(rois, tf.float32), "RoIPooling: rois contain NaN or Inf coordinates"
-    )
+    rois = tf.cast(rois, tf.float32)
+    batch = tf.shape(features)[0]
+    # Without XLA both checks raise (TensorFlow's CropAndResize gradient crashes on NaN boxes, and
+    # a batch of RoIs for another batch of images would broadcast); XLA drops both ops silently.
+    checks = [
+        tf.debugging.assert_all_finite(rois, "RoIPooling: rois contain NaN or Inf coordinates"),
+        tf.debugging.assert_equal(
+            tf.shape(rois)[0], batch, message="RoIPooling: features and rois must have the same batch size"
+        ),
+    ]
+    with tf.control_dependencies(checks):
+        rois = tf.identity(rois)
+    # What XLA still refuses: a reshape to the features' batch. XLA compiles for concrete shapes,
+    # so B_rois * N * 4 != B_features * N * 4 fails to compile (InvalidArgumentError naming the
+    # reshape) instead of reading image 0 for every RoI set, or one RoI set for every image.
+    rois = tf.reshape(rois, tf.stack([batch, tf.shape(rois)[1], 4]))
+    # What XLA cannot refuse: a non-finite RoI is moved 2**20 cells above and left of the map, where
+    # every bin is empty, so it pools zeros (and sends no gradient) instead of values of the map.
+    far = tf.constant(-MAX_FEATURE_COORDINATE / spatial_scale, tf.float32)
+    finite = tf.reduce_all(tf.math.is_finite(rois), axis=-1, keepdims=True)
+    return tf.where(finite, rois, far)
 
 
 def roi_pool_max(features, rois, *, pool_size=(7, 7), spatial_scale=1.0 / 16):
@@ -460,7 +489,7 @@ def roi_pool_max(features, rois, *, pool_size=(7, 7), spatial_scale=1.0 / 16):
       cell, the first in row-major order on ties (Caffe's and torchvision's choice).
     """
     features, rois = tf.convert_to_tensor(features), tf.convert_to_tensor(rois)
-    rois = _check_inputs(features, rois)
+    rois = _check_inputs(features, rois, spatial_scale)
     pool_h, pool_w = pool_size
     static = features.shape
     dynamic = tf.shape(features)
@@ -547,7 +576,7 @@ def roi_crop_and_resize(features, rois, *, pool_size=(7, 7), spatial_scale=1.0 /
     Args and returns as `roi_pool_max`.
     """
     features, rois = tf.convert_to_tensor(features), tf.convert_to_tensor(rois)
-    rois = _check_inputs(features, rois)
+    rois = _check_inputs(features, rois, spatial_scale)
     pool_h, pool_w = pool_size
     shape = tf.shape(features)
     batch, height, width = shape[0], shape[1], shape[2]

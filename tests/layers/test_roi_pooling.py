@@ -370,3 +370,50 @@ def test_empty_roi_set_gives_an_empty_output():
     rois = np.zeros((2, 0, 4), np.float32)
     for method in ("max", "crop_and_resize"):
         assert RoIPooling(3, method=method)([features, rois]).shape == (2, 0, 3, 3, 4)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("method", ["max", "crop_and_resize"])
+def test_non_finite_boxes_under_xla_pool_zeros_and_no_values_of_the_map(bad, method):
+    # XLA drops CheckNumerics, so under jit_compile a non-finite RoI cannot raise: it pools zeros
+    # (as documented) while its neighbours pool as usual; without XLA the same call raises.
+    features = np.random.default_rng(0).uniform(1.0, 2.0, (1, 8, 8, 3)).astype(np.float32)  # no zero in the map
+    rois = np.array([[[0, 0, 16, 16], [0, 0, 16, bad], [bad, bad, bad, bad], [4, 4, 20, 24]]], np.float32)
+    layer = RoIPooling(2, spatial_scale=0.25, method=method)
+    pooled = np.asarray(tf.function(lambda f, r: layer([f, r]), jit_compile=True)(features, rois))
+    np.testing.assert_array_equal(pooled[0, 1:3], 0.0)
+    assert np.all(pooled[0, [0, 3]] >= 1.0)
+    finite = np.asarray(layer([features, rois[:, [0, 3]]]))
+    np.testing.assert_allclose(pooled[0, [0, 3]], finite[0], rtol=1e-6)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="rois contain NaN or Inf"):
+        tf.function(lambda f, r: layer([f, r]))(features, rois)
+
+    def pooled_sum(f, r):
+        with tf.GradientTape() as tape:
+            tape.watch(f)
+            total = tf.reduce_sum(layer([f, r]))
+        return tape.gradient(total, f)
+
+    # A non-finite RoI sends no gradient to the map either.
+    gradient = tf.function(pooled_sum, jit_compile=True)(features, rois[:, 1:3])
+    np.testing.assert_array_equal(np.asarray(gradient), 0.0)
+
+
+@pytest.mark.parametrize("jit_compile", [False, True])
+@pytest.mark.parametrize("method", ["max", "crop_and_resize"])
+@pytest.mark.parametrize("batches", [(1, 2), (2, 1)])
+def test_batch_sizes_known_only_at_run_time_must_agree(jit_compile, method, batches):
+    # Shapes unknown when traced: the static check cannot see the mismatch. Without XLA the assert
+    # names it; XLA drops asserts, so there the reshape to the features' batch fails to compile.
+    layer = RoIPooling(2, spatial_scale=0.25, method=method)
+    run = tf.function(
+        lambda f, r: layer([f, r]), jit_compile=jit_compile,
+        input_signature=[tf.TensorSpec([None, None, None, 1]), tf.TensorSpec([None, None, 4])],
+    )
+    features = np.ones((batches[0], 8, 8, 1), np.float32)
+    rois = np.tile(np.array([[[0, 0, 16, 16], [4, 4, 20, 20]]], np.float32), (batches[1], 1, 1))
+    message = "Input to reshape is a tensor with" if jit_compile else "must have the same batch size"
+    with pytest.raises(tf.errors.InvalidArgumentError, match=message):
+        run(features, rois)
+    same = np.tile(rois[:1], (batches[0], 1, 1))
+    assert run(features, same).shape == (batches[0], 2, 2, 2, 1)

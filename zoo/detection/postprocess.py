@@ -77,8 +77,8 @@ class DetectionPostprocess(keras.layers.Layer):
 
     Each RoI's class-specific deltas are decoded against it (weights (10, 10, 5, 5), Fast
     R-CNN's), clipped to the image, and per-class NMS keeps the boxes whose score is above
-    `score_threshold`, at most `max_detections` per image. Padding RoIs (all zeros) give no
-    detection.
+    `score_threshold`, at most `max_detections` per image. Padding RoIs (all zeros) and RoIs with
+    a NaN or Inf coordinate give no detection.
 
     Call arguments:
       inputs: `[class_probs [B, N, K + 1], box_deltas [B, N, K, 4], rois [B, N, 4], images
@@ -102,9 +102,13 @@ class DetectionPostprocess(keras.layers.Layer):
         class_probs, box_deltas, rois, images = inputs
         class_probs = tf.cast(class_probs, tf.float32)
         rois = tf.cast(rois, tf.float32)
+        # A non-finite RoI (which RoIPooling lets through, as zeros, only under XLA) is treated as
+        # padding: it decodes from a zero box and scores 0, so it never becomes a detection.
+        finite = tf.reduce_all(tf.math.is_finite(rois), axis=-1)
+        rois = tf.where(finite[..., None], rois, tf.zeros_like(rois))
         boxes = box_ops.decode(tf.cast(box_deltas, tf.float32), rois[:, :, None, :], weights=self.box_weights)
         image_shape = tf.cast(tf.shape(images)[1:3], tf.float32)
-        real = tf.reduce_any(tf.not_equal(rois, 0.0), axis=-1)
+        real = tf.reduce_any(tf.not_equal(rois, 0.0), axis=-1) & finite
         scores = tf.where(real[..., None], class_probs[..., 1:], tf.zeros_like(class_probs[..., 1:]))
         detections = box_ops.batched_nms(
             boxes, scores, max_output_size_per_class=self.max_detections, max_total_size=self.max_detections,

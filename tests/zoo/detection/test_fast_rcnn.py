@@ -81,3 +81,22 @@ def test_configuration_errors_name_the_argument():
         zoo.build("fast_rcnn_vgg16", num_classes=0)
     with pytest.raises(TypeError, match="accepted"):
         zoo.build("fast_rcnn_vgg16", classes=3)
+
+
+def test_a_non_finite_roi_under_xla_gives_no_detection(rng):
+    # XLA drops CheckNumerics, so under jit_compile a NaN or Inf RoI cannot raise: RoIPooling pools
+    # zeros for it and DetectionPostprocess treats it as padding (documented; eager raises).
+    import tensorflow as tf
+
+    model = zoo.build("fast_rcnn_vgg16", num_classes=2, pool_size=2, fc_units=16, max_detections=20,
+                      score_threshold=0.0)
+    pixels = random_pixels(rng, (1, 64, 64, 3))
+    rois = np.array([[[0, 0, 32, 32], [0, 0, 32, np.nan], [np.inf, 0, 40, 40], [-np.inf] * 4]], "float32")
+    out = tf.function(lambda p, r: model({"images": p, "rois": r}, training=False), jit_compile=True)(pixels, rois)
+    count = int(out["num_detections"][0])
+    assert 0 < count <= 2  # only the finite RoI's two classes
+    assert np.all(np.isfinite(np.asarray(out["boxes"]))) and np.all(np.isfinite(np.asarray(out["scores"])))
+    alone = model({"images": pixels, "rois": rois[:, :1]}, training=False)
+    np.testing.assert_allclose(np.asarray(out["scores"][0, :count]), np.asarray(alone["scores"][0, :count]), rtol=1e-4)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="rois contain NaN or Inf"):
+        model({"images": pixels, "rois": rois}, training=False)
