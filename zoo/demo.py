@@ -236,7 +236,18 @@ def run_demo(out_dir="demo_out", *, quick=False, config: DemoConfig | None = Non
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     # A demo starts from scratch: an earlier demo's runs would otherwise be refused (no --resume).
-    shutil.rmtree(out_dir / "runs", ignore_errors=True)
+    # Only the demo's own run folders go, and only those that carry its marker: `zoo demo --out .`
+    # must never delete a user's `runs/` (or a run of theirs that happens to share the name).
+    demo_runs = [out_dir / "runs" / name for name in ("fast_rcnn", "deeplab")]
+    for run_dir in demo_runs:
+        if run_dir.is_dir() and any(run_dir.iterdir()) and not (run_dir / ".zoo_demo_run").is_file():
+            raise FileExistsError(
+                f"{run_dir} exists and zoo demo did not make it; choose another --out, or move that folder away"
+            )
+    for run_dir in demo_runs:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        run_dir.mkdir(parents=True)
+        (run_dir / ".zoo_demo_run").write_text("made by zoo demo, which deletes this folder when it runs again\n")
     start = time.perf_counter()
     summary = {"config": dataclasses.asdict(config)}
     detection_ok = _detector(config, out_dir, summary)

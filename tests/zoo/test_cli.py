@@ -33,7 +33,12 @@ def test_demo_trains_exports_and_reloads_both_heads(tmp_path, capsys):
 
     import cv2
 
+    # `runs/` beside the demo's own run folders may hold a user's training runs: they stay.
+    mine = tmp_path / "demo" / "runs" / "mine" / "model.keras"
+    mine.parent.mkdir(parents=True)
+    mine.write_bytes(b"a user's run")
     assert cli.main(["demo", "--quick", "--out", str(tmp_path / "demo")]) == 0
+    assert mine.read_bytes() == b"a user's run"
     out = capsys.readouterr().out
     assert "reloaded in plain TensorFlow: agrees" in out and "DISAGREES" not in out
     summary = json.loads((tmp_path / "demo" / "summary.json").read_text())
@@ -60,3 +65,15 @@ def test_readme_model_table_is_the_generated_one():
     assert readme[start:end].strip() == cli.models_markdown_table(), (
         "README's model table is stale: regenerate it with `zoo list --markdown`"
     )
+
+
+def test_demo_refuses_to_delete_a_run_folder_it_did_not_make(tmp_path):
+    from tests.helpers import run_zoo
+
+    theirs = tmp_path / "runs" / "fast_rcnn" / "model.keras"
+    theirs.parent.mkdir(parents=True)
+    theirs.write_bytes(b"a user's run")
+    result = run_zoo("demo", "--quick", "--out", tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert f"zoo demo: error: {theirs.parent} exists and zoo demo did not make it" in result.stderr
+    assert theirs.read_bytes() == b"a user's run" and not (tmp_path / "runs" / "deeplab").exists()
