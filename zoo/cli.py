@@ -590,7 +590,7 @@ def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
     try:
         return args.run(args)
-    except (ValueError, TypeError, FileExistsError) as error:
+    except (ValueError, TypeError, OSError) as error:  # OSError: FileExistsError, WeightsDownloadError, ...
         print(f"zoo {args.command}: error: {error}", file=sys.stderr)
         return 2
 

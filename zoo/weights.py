@@ -16,7 +16,12 @@ path); every entry is validated on reading (`entry_problems`). A model built wit
 `include_top=False` fetches the entry's `no_top` file when it has one. Downloads go to
 `$ZOO_HOME/weights` (default `~/.cache/zoo/weights`) under a temporary name, are checked against
 the manifest's hash and only then renamed into place, so an interrupted or corrupt download never
-sits where a good file is expected. `$ZOO_WEIGHTS_MIRROR` replaces the origin of every URL,
+sits where a good file is expected. An entry with no published hash is checked for being whole
+instead (`file_problem`: an HDF5 file that opens, a zip or gzip stream that reaches its end), on
+download and again whenever the cached file is used, so a download cut short (a body without
+Content-Length, closed early) never stays in the cache. Temporary files of downloads killed
+before their rename are removed by the next download into the cache once nobody has written to
+them for an hour (`remove_stale_temporaries`). `$ZOO_WEIGHTS_MIRROR` replaces the origin of every URL,
 `$ZOO_OFFLINE=1` forbids downloads. Entries that publish no hash (the DeepLab archives) load only
 with an explicit `expected_hash` (`fetch_entry`) or `$ZOO_ALLOW_UNVERIFIED_WEIGHTS=1`; formats
 this module cannot read (`tf_checkpoint_archive`) need an importer (`register_importer`).
@@ -30,13 +35,16 @@ import http.client
 import json
 import os
 import re
+import shutil
 import sys
+import tarfile
 import tempfile
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 import warnings
+import zipfile
 from importlib import resources
 from pathlib import Path
 
@@ -216,6 +224,73 @@ class WeightsDownloadError(IOError):
     """A download that failed, was cut short, or does not have the published hash."""
 
 
+# --------------------------------------------------------------------------- temporary files
+
+# A temporary file or folder that nobody has written to for this long belongs to a write that was
+# killed before its rename (SIGKILL, power loss): a running download or export writes far more often.
+STALE_AFTER_SECONDS = 3600.0
+
+
+def _newest_change(path: str) -> float:
+    """The latest modification time of `path` and, for a folder, of everything inside it."""
+    newest = os.lstat(path).st_mtime
+    if os.path.isdir(path) and not os.path.islink(path):
+        for folder, names, files in os.walk(path):
+            for name in names + files:
+                try:
+                    newest = max(newest, os.lstat(os.path.join(folder, name)).st_mtime)
+                except OSError:
+                    pass
+    return newest
+
+
+def remove_stale_temporaries(directory, pattern: re.Pattern, *, older_than: float = STALE_AFTER_SECONDS) -> list[Path]:
+    """Removes the zoo's own temporary files or folders in `directory` that a killed write left.
+
+    Only entries whose whole name matches `pattern` (a temporary name the zoo makes, such as
+    `.NAME.<random>.part`), that are not symbolic links, and that nothing has modified for
+    `older_than` seconds (checked inside folders too) are removed; anything else, and any entry
+    that cannot be read or removed, is left alone. Time rather than a process id decides, because
+    a cache or output folder may be shared by several machines. Returns the removed paths.
+    """
+    removed = []
+    try:
+        entries = list(os.scandir(directory))
+    except OSError:
+        return removed
+    now = time.time()
+    for entry in entries:
+        if not pattern.fullmatch(entry.name):
+            continue
+        try:
+            if entry.is_symlink() or now - _newest_change(entry.path) < older_than:
+                continue
+            if entry.is_dir():
+                shutil.rmtree(entry.path)
+            else:
+                os.remove(entry.path)
+        except OSError:
+            continue
+        removed.append(Path(entry.path))
+    return removed
+
+
+def current_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def apply_umask(path, *, directory: bool = False) -> None:
+    """Gives `path` the mode a plain `open()` or `mkdir()` would have: `tempfile.mkstemp` makes
+    files 0600 and `mkdtemp` folders 0700, which a rename into place would otherwise keep."""
+    os.chmod(path, (0o777 if directory else 0o666) & ~current_umask())
+
+
+# Random part of a `tempfile.mkstemp` / `mkdtemp` name.
+_RANDOM = r"[a-z0-9_]{8}"
+
+
 def cache_dir() -> Path:
     """`$ZOO_HOME/weights`; `$ZOO_HOME` defaults to `~/.cache/zoo`."""
     return Path(os.environ.get(ENV_HOME, Path.home() / ".cache" / "zoo")) / "weights"
@@ -282,6 +357,42 @@ class _Progress:
             print(file=sys.stderr, flush=True)
 
 
+def file_problem(path: str | os.PathLike, *, name: str | None = None) -> str | None:
+    """Why `path` cannot be a whole weights file of the kind its name (or `name`) says, or None.
+
+    `.h5` / `.weights.h5`: HDF5 opens it (HDF5 compares the file's size with the end its
+    superblock records, so a cut-short file fails); `.keras`: a zip whose members all read back
+    with their CRC; `.tar.gz` / `.tgz`: a gzip stream that reaches its end marker. Other names
+    have no check (None).
+    """
+    name = name or Path(path).name
+    try:
+        if name.endswith(".h5"):
+            import h5py
+
+            with h5py.File(path, "r"):
+                pass
+        elif name.endswith(".keras"):
+            with zipfile.ZipFile(path) as archive:
+                broken = archive.testzip()
+            if broken is not None:
+                return f"member {broken} of the zip archive is corrupt"
+        elif name.endswith(ARCHIVE_SUFFIXES):
+            with tarfile.open(path, "r:gz") as archive:
+                for _ in archive:  # walks the whole gzip stream; a cut-short one ends early
+                    pass
+    except (OSError, EOFError, zipfile.BadZipFile, tarfile.TarError) as error:
+        return f"{type(error).__name__}: {error}"
+    return None
+
+
+def _download_hint(directory: Path, file_name: str) -> str:
+    return (
+        f"; the cache is {directory}: to fetch from another server set {ENV_MIRROR}=http://host[:port][/prefix], "
+        f"or to work without the network copy {file_name} there and set {ENV_OFFLINE}=1"
+    )
+
+
 def fetch(url: str, file_name: str, *, hash_algorithm: str | None, file_hash_value: str | None, directory=None,
           progress: bool = True) -> Path:
     """Download `url` to `directory/file_name` unless a file with the right hash is there.
@@ -301,15 +412,28 @@ def fetch(url: str, file_name: str, *, hash_algorithm: str | None, file_hash_val
     target = directory / file_name
     if target.is_file():
         if file_hash_value is None:
-            return target
-        found = file_hash(target, hash_algorithm)
-        if found == file_hash_value:
-            return target
-        if offline():
-            raise WeightsDownloadError(
-                f"{ENV_OFFLINE}=1: the cached {target} has {hash_algorithm} {found}, expected {file_hash_value}, "
-                f"and downloads are off; replace the file or unset {ENV_OFFLINE}"
-            )
+            # Nothing to compare with: a cached file that is not whole (a download of an earlier
+            # version cut short) is fetched again rather than used for good.
+            problem = file_problem(target)
+            if problem is None:
+                return target
+            if offline():
+                raise WeightsDownloadError(
+                    f"{ENV_OFFLINE}=1: the cached {target} is incomplete or corrupt ({problem}) and has no published "
+                    f"hash to check it by; delete it and download again (unset {ENV_OFFLINE}), or replace it"
+                )
+            warnings.warn(f"the cached {target} is incomplete or corrupt ({problem}); downloading it again",
+                          UserWarning, stacklevel=2)
+            target.unlink()
+        else:
+            found = file_hash(target, hash_algorithm)
+            if found == file_hash_value:
+                return target
+            if offline():
+                raise WeightsDownloadError(
+                    f"{ENV_OFFLINE}=1: the cached {target} has {hash_algorithm} {found}, expected {file_hash_value}, "
+                    f"and downloads are off; replace the file or unset {ENV_OFFLINE}"
+                )
     if offline():
         raise WeightsDownloadError(
             f"{ENV_OFFLINE}=1: {file_name} is not in the cache {directory} and downloads are off; "
@@ -317,6 +441,8 @@ def fetch(url: str, file_name: str, *, hash_algorithm: str | None, file_hash_val
         )
     source = resolve_url(url)
     directory.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(directory, re.compile(rf"\..+\.{_RANDOM}\.part"))
+    hint = _download_hint(directory, file_name)
     handle, temporary = tempfile.mkstemp(dir=directory, prefix=f".{file_name}.", suffix=".part")
     try:
         with os.fdopen(handle, "wb") as out:
@@ -332,21 +458,28 @@ def fetch(url: str, file_name: str, *, hash_algorithm: str | None, file_hash_val
                     finally:
                         bar.close()
             except (urllib.error.URLError, http.client.HTTPException, ConnectionError, TimeoutError) as error:
-                raise WeightsDownloadError(f"download of {source} failed: {error}") from error
+                raise WeightsDownloadError(f"download of {source} failed: {error}{hint}") from error
         received = os.path.getsize(temporary)
         found = file_hash(temporary, hash_algorithm or "sha256")
         if expected_length is not None and received != expected_length:
             raise WeightsDownloadError(
                 f"download of {source} is truncated: {received} of {expected_length} bytes; "
-                f"{hash_algorithm or 'sha256'} found {found}, expected {file_hash_value}"
+                f"{hash_algorithm or 'sha256'} found {found}, expected {file_hash_value}{hint}"
             )
         if file_hash_value is not None and found != file_hash_value:
             raise WeightsDownloadError(
-                f"download of {source} is corrupt: {hash_algorithm} found {found}, expected {file_hash_value}"
+                f"download of {source} is corrupt: {hash_algorithm} found {found}, expected {file_hash_value}{hint}"
             )
         if file_hash_value is None:
+            problem = file_problem(temporary, name=file_name)
+            if problem is not None:
+                raise WeightsDownloadError(
+                    f"download of {source} is incomplete or corrupt ({received} bytes, no published hash to check): "
+                    f"{problem}{hint}"
+                )
             warnings.warn(f"{file_name}: no published hash to check; sha256 of the download is {found}",
                           UserWarning, stacklevel=2)
+        apply_umask(temporary)
         os.replace(temporary, target)
     finally:
         if os.path.exists(temporary):
@@ -441,7 +574,20 @@ def load_weights_file(model, path: str | os.PathLike) -> LoadReport:
             raise ValueError(f"weights file {path} is a checkpoint archive; no importer is registered for it")
         return IMPORTERS["tf_checkpoint_archive"](model, path)
     if path.name.endswith((".weights.h5", ".keras")):
-        model.load_weights(str(path))
+        # Keras assigns layer by layer and stops at the first mismatch, so a refused file would
+        # leave the model half loaded: keep every value, and put them back on any failure.
+        snapshot = [variable.numpy() for variable in model.weights]
+        try:
+            model.load_weights(str(path))
+        except BaseException as error:
+            for variable, value in zip(model.weights, snapshot):
+                variable.assign(value)
+            if isinstance(error, (ValueError, KeyError, OSError, zipfile.BadZipFile)):
+                problem = file_problem(path)
+                what = (f"cannot be read (truncated or not a Keras file? {problem})" if problem
+                        else f"does not fit the model: {_first_line(error)}")
+                raise ValueError(f"weights file {path} {what}; the model is unchanged") from error
+            raise
         names = [layer.name for layer in model.layers if layer.weights]
         return LoadReport(source=str(path), loaded=names)
     if path.suffix == ".h5":
@@ -450,6 +596,14 @@ def load_weights_file(model, path: str | os.PathLike) -> LoadReport:
         f"weights file {path} must end in .h5 (keras.applications format), .weights.h5, .keras or .tar.gz "
         f"(a TF-slim checkpoint archive)"
     )
+
+
+def _first_line(error) -> str:
+    """Keras's loading error without the dump of weight values it carries."""
+    text = str(error).strip()
+    shapes = re.search(r"variable\.shape=\([^)]*\), Received: value\.shape=\([^)]*\)", text)
+    first = text.splitlines()[0] if text else type(error).__name__
+    return f"{first} {shapes.group(0)}" if shapes else first
 
 
 def _flat_layers(model):
@@ -496,7 +650,13 @@ def load_h5_by_name(model, path: str | os.PathLike) -> LoadReport:
     import h5py
 
     report = LoadReport(source=str(path))
-    with h5py.File(path, "r") as handle:
+    try:
+        handle = h5py.File(path, "r")
+    except OSError as error:
+        raise ValueError(
+            f"weights file {path} cannot be read as HDF5 (truncated or not an .h5 file?): {error}"
+        ) from error
+    with handle:
         group = handle["model_weights"] if "layer_names" not in handle.attrs else handle
         if "layer_names" not in group.attrs:
             raise ValueError(f"{path} is not a Keras HDF5 weights file (no 'layer_names')")

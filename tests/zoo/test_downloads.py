@@ -34,14 +34,16 @@ TINY = dict(depths=(1, 1, 1, 1), input_shape=SHAPE)
 
 
 class Handler(http.server.SimpleHTTPRequestHandler):
-    """Files under the served root; `/truncated/...` sends half the body it announces, `/drop/...`
-    closes the connection without a response, `/slow/...` sends the body in slow pieces."""
+    """Files under the served root; `/truncated/...` sends half the body it announces, `/closed/...`
+    sends half the body with no Content-Length and closes the connection (a close-delimited body,
+    so the client cannot tell), `/drop/...` closes the connection without a response, `/slow/...`
+    sends the body in slow pieces."""
 
     def log_message(self, *args):
         pass
 
     def do_GET(self):
-        for prefix in ("/truncated", "/drop", "/slow"):
+        for prefix in ("/truncated", "/closed", "/drop", "/slow"):
             if self.path.startswith(prefix + "/"):
                 return self._misbehave(prefix, self.path[len(prefix):])
         return super().do_GET()
@@ -52,6 +54,13 @@ class Handler(http.server.SimpleHTTPRequestHandler):
             self.connection.shutdown(2)
             return
         body = Path(self.directory, path.lstrip("/")).read_bytes()
+        if prefix == "/closed":
+            self.protocol_version = "HTTP/1.0"
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(body[: len(body) // 2])
+            self.close_connection = True
+            return
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
@@ -246,3 +255,72 @@ def test_checkpoint_archives_need_a_registered_importer(setup, monkeypatch):
     monkeypatch.setitem(weights_lib.IMPORTERS, "tf_checkpoint_archive", importer)
     model = zoo.build("resnet18", weights="slim", classes=1000, **TINY)
     assert seen == [b"not really a tarball"] and model.weights_load_report.loaded == ["conv1_conv"]
+
+
+def test_a_cut_short_unverified_download_is_refused_and_a_cut_short_cached_file_refetched(setup, monkeypatch):
+    import warnings
+
+    entry = manifest_entry("resnet18", "unverified", "tiny_top.h5", None, hash_algorithm=None,
+                           hash_note="the publisher gives none")
+    setup["write_manifest"](entry)
+    monkeypatch.setenv("ZOO_ALLOW_UNVERIFIED_WEIGHTS", "1")
+    # No Content-Length and half the body: only the file itself can tell that it is not whole.
+    monkeypatch.setenv("ZOO_WEIGHTS_MIRROR", setup["url"] + "/closed")
+    with pytest.raises(weights_lib.WeightsDownloadError,
+                       match=r"is incomplete or corrupt \(\d+ bytes, no published hash"):
+        zoo.build("resnet18", weights="unverified", classes=1000, **TINY)
+    assert cached(setup) == []
+    # A cut-short file already in the cache (from a zoo before this check) is not used for good.
+    setup["cache"].mkdir(parents=True, exist_ok=True)
+    whole = setup["top"].read_bytes()
+    (setup["cache"] / "tiny_top.h5").write_bytes(whole[: len(whole) // 2])
+    monkeypatch.setenv("ZOO_OFFLINE", "1")
+    with pytest.raises(weights_lib.WeightsDownloadError,
+                       match=f"the cached {setup['cache'] / 'tiny_top.h5'} is incomplete or corrupt"):
+        zoo.build("resnet18", weights="unverified", classes=1000, **TINY)
+    monkeypatch.delenv("ZOO_OFFLINE")
+    monkeypatch.setenv("ZOO_WEIGHTS_MIRROR", setup["url"])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model = zoo.build("resnet18", weights="unverified", classes=1000, **TINY)
+    assert any("incomplete or corrupt" in str(w.message) and "downloading it again" in str(w.message) for w in caught)
+    assert model.weights_load_report.loaded and (setup["cache"] / "tiny_top.h5").read_bytes() == whole
+
+
+def test_download_errors_name_the_mirror_offline_switch_and_cache(setup, monkeypatch):
+    monkeypatch.setenv("ZOO_WEIGHTS_MIRROR", setup["url"] + "/drop")
+    with pytest.raises(weights_lib.WeightsDownloadError) as raised:
+        zoo.build("resnet18", weights="imagenet", classes=1000, **TINY)
+    message = str(raised.value)
+    assert "ZOO_WEIGHTS_MIRROR=" in message and "ZOO_OFFLINE=1" in message and str(setup["cache"]) in message
+
+
+def test_cli_download_failure_is_one_error_line(setup):
+    from tests.helpers import run_zoo
+
+    result = run_zoo("export", "resnet18", "--weights", "imagenet", "--set", "depths=(1, 1, 1, 1)",
+                     "--set", "input_shape=(32, 32, 3)", "--out", setup["cache"].parent / "exported",
+                     env={"ZOO_WEIGHTS_MIRROR": setup["url"] + "/drop"})
+    assert result.returncode == 2, result.stderr
+    assert "zoo export: error: download of " in result.stderr and "ZOO_OFFLINE=1" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_stale_partial_downloads_are_removed_and_the_cached_file_follows_the_umask(setup):
+    setup["cache"].mkdir(parents=True)
+    stale, fresh = setup["cache"] / ".tiny_top.h5.k3j4h5g6.part", setup["cache"] / ".tiny_top.h5.a1b2c3d4.part"
+    other = setup["cache"] / "notes.part"  # not a name the zoo makes
+    for path in (stale, fresh, other):
+        path.write_bytes(b"partial")
+    hours_ago = time.time() - 2 * 3600
+    os.utime(stale, (hours_ago, hours_ago))
+    os.utime(other, (hours_ago, hours_ago))
+    mask = os.umask(0o022)
+    try:
+        path = weights_lib.fetch(f"{ORIGIN}{FOLDER}/tiny_top.h5", "tiny_top.h5", hash_algorithm="md5",
+                                 file_hash_value=md5(setup["top"]), progress=False)
+    finally:
+        os.umask(mask)
+    # The stale one (killed an hour ago) is gone; one still being written, and a user's file, stay.
+    assert cached(setup) == [".tiny_top.h5.a1b2c3d4.part", "notes.part", "tiny_top.h5"]
+    assert path.stat().st_mode & 0o777 == 0o644  # mkstemp's 0600 would hide it from other users

@@ -77,6 +77,37 @@ def test_shape_mismatch_raises_and_changes_nothing(tmp_path):
         np.testing.assert_array_equal(old, new)
 
 
+@pytest.mark.parametrize("suffix", [".weights.h5", ".keras"])
+def test_keras3_file_with_a_shape_mismatch_changes_nothing(tmp_path, suffix):
+    source = zoo.build("resnet18", input_shape=SHAPE, classes=7)
+    path = tmp_path / f"seven_classes{suffix}"
+    source.save_weights(path) if suffix == ".weights.h5" else source.save(path)
+    target = zoo.build("resnet18", input_shape=SHAPE, classes=3)
+    before = [variable.numpy().copy() for variable in target.weights]
+    with pytest.raises(ValueError, match=rf"weights file {path} does not fit the model: .*the model is unchanged"):
+        weights_lib.load_weights_file(target, path)
+    assert len(before) == len(target.weights)
+    for old, variable in zip(before, target.weights):
+        np.testing.assert_array_equal(old, variable.numpy())
+
+
+@pytest.mark.parametrize("suffix", [".h5", ".weights.h5", ".keras"])
+def test_a_truncated_weights_file_is_a_clear_error_naming_it(tmp_path, suffix):
+    model = zoo.build("resnet18", include_top=False, input_shape=SHAPE)
+    path = tmp_path / f"model{suffix}"
+    if suffix == ".h5":
+        write_keras2_h5(model, path)
+    else:
+        model.save_weights(path) if suffix == ".weights.h5" else model.save(path)
+    whole = path.read_bytes()
+    path.write_bytes(whole[: len(whole) // 2])
+    before = [w.copy() for w in model.get_weights()]
+    with pytest.raises(ValueError, match=rf"weights file {path} cannot be read"):
+        weights_lib.load_weights_file(model, path)
+    for old, new in zip(before, model.get_weights()):
+        np.testing.assert_array_equal(old, new)
+
+
 def test_keras3_weights_file_round_trip(tmp_path, rng):
     source = zoo.build("resnet18", include_top=False, input_shape=SHAPE)
     path = tmp_path / "model.weights.h5"
