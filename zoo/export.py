@@ -43,6 +43,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -50,6 +51,8 @@ from pathlib import Path
 import keras
 import numpy as np
 import tensorflow as tf
+
+from zoo.weights import apply_umask, remove_stale_temporaries
 
 TASKS = ("classification", "detection", "segmentation")
 COMPUTE_DTYPES = {"float16": "mixed_float16", "bfloat16": "mixed_bfloat16"}
@@ -534,12 +537,18 @@ def _write_atomically(target: Path, write) -> None:
 
     An existing `target` is moved aside first and removed only once the new directory is in
     place; if anything fails, the temporary directory is removed and the old `target` stays.
+    Stale temporary folders of killed exports in the same parent are removed first
+    (`zoo.weights.remove_stale_temporaries`), and the new folder gets the umask's usual mode.
     """
     target.parent.mkdir(parents=True, exist_ok=True)
+    # Folders of exports killed before their rename (`.NAME.<random>.partial`, nothing written in
+    # them for an hour) would otherwise stay for good, each as large as a SavedModel.
+    remove_stale_temporaries(target.parent, re.compile(r"\..+\.[a-z0-9_]{8}\.partial"))
     temporary = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".partial"))
     old = None
     try:
         write(temporary)
+        apply_umask(temporary, directory=True)  # mkdtemp's 0700 would hide it from a server's user
         if target.exists():
             old = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".old"))
             os.rmdir(old)

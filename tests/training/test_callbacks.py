@@ -97,3 +97,23 @@ def test_early_stopping_stops_after_patience_epochs_without_improvement():
     assert early.stopped_epoch == 2
     with pytest.raises(KeyError, match="val_top1"):
         model.fit(*_data(), epochs=1, callbacks=[EarlyStopping("val_top1")], verbose=0)
+
+
+def test_atomic_save_removes_stale_temporaries_of_killed_saves_and_follows_the_umask(tmp_path):
+    # A save killed by SIGKILL before its rename leaves `.NAME.<random>.keras`: the next save
+    # removes those untouched for an hour, and nothing else.
+    stale, fresh = tmp_path / ".best.k3j4h5g6.keras", tmp_path / ".best.a1b2c3d4.keras"
+    other, unrelated = tmp_path / "best.backup.keras", tmp_path / ".model.k3j4h5g6.h5"
+    for path in (stale, fresh, other, unrelated):
+        path.write_bytes(b"half a file")
+    hours_ago = os.stat(fresh).st_mtime - 2 * 3600
+    for path in (stale, other, unrelated):
+        os.utime(path, (hours_ago, hours_ago))
+    mask = os.umask(0o022)
+    try:
+        save_model_atomically(_model(), tmp_path / "model.keras")
+    finally:
+        os.umask(mask)
+    assert sorted(os.listdir(tmp_path)) == [".best.a1b2c3d4.keras", ".model.k3j4h5g6.h5", "best.backup.keras",
+                                            "model.keras"]
+    assert os.stat(tmp_path / "model.keras").st_mode & 0o777 == 0o644  # not mkstemp's 0600

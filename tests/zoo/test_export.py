@@ -316,3 +316,25 @@ def test_zoo_export_refuses_a_keras_file_with_a_lambda_layer(tmp_path, capsys):
     assert cli.main(["export", "resnet18", "--weights", str(tmp_path / "lambda.keras"), "--out", str(tmp_path / "out")]) == 2
     assert "safe_mode" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_export_removes_stale_partial_folders_and_follows_the_umask(tmp_path):
+    import time
+
+    # An export killed before its rename leaves `.NAME.<random>.partial`: the next export into the
+    # same folder removes those untouched for an hour, and nothing else.
+    stale, fresh = tmp_path / ".old_export.k3j4h5g6.partial", tmp_path / ".other.a1b2c3d4.partial"
+    for folder in (stale, fresh):
+        (folder / "variables").mkdir(parents=True)
+        (folder / "variables" / "variables.data-00000-of-00001").write_bytes(b"half")
+    hours_ago = time.time() - 2 * 3600
+    for path in (stale, stale / "variables", stale / "variables" / "variables.data-00000-of-00001"):
+        os.utime(path, (hours_ago, hours_ago))
+    model = zoo.build("resnet18", depths=(1, 1, 1, 1), classes=3, input_shape=(32, 32, 3))
+    mask = os.umask(0o022)
+    try:
+        directory = zoo.export(model, tmp_path / "exported")
+    finally:
+        os.umask(mask)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".other.a1b2c3d4.partial", "exported"]
+    assert os.stat(directory).st_mode & 0o777 == 0o755  # not mkdtemp's 0700
