@@ -136,7 +136,8 @@ def trained_detector(detector, tmp_path):
     weights = tmp_path / "run" / "model.keras"
     weights.parent.mkdir()
     detector.save(weights)
-    (weights.parent / "run.json").write_text(json.dumps({"class_names": ["cat", "dog"], "config": {"image_size": [64, 64]}}))
+    run = {"class_names": ["cat", "dog"], "config": {"image_size": [64, 64]}}
+    (weights.parent / "run.json").write_text(json.dumps(run))
     return weights
 
 
