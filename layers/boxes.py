@@ -465,24 +465,28 @@ def padded_nms(boxes, scores, *, max_output_size, iou_threshold=0.5, score_thres
     boxes = tf.stop_gradient(_as_boxes(boxes, name="boxes", function=function, layout="[B, N, 4]", min_rank=3))
     scores = tf.stop_gradient(tf.convert_to_tensor(scores, dtype_hint=tf.float32))
     if boxes.shape.rank not in (None, 3):
-        raise ValueError(f"{function}: boxes must be [B, N, 4] (ymin, xmin, ymax, xmax), got shape {tuple(boxes.shape)}")
+        raise ValueError(
+            f"{function}: boxes must be [B, N, 4] (ymin, xmin, ymax, xmax), got shape {tuple(boxes.shape)}"
+        )
     if scores.shape.rank not in (None, 2) or not scores.dtype.is_floating:
         raise ValueError(f"{function}: scores must be [B, N] floats, got {scores.dtype.name} {tuple(scores.shape)}")
     if boxes.shape.rank is not None and not boxes.shape[:2].is_compatible_with(scores.shape):
-        raise ValueError(f"{function}: boxes {tuple(boxes.shape)} and scores {tuple(scores.shape)} must agree on [B, N]")
+        raise ValueError(
+            f"{function}: boxes {tuple(boxes.shape)} and scores {tuple(scores.shape)} must agree on [B, N]"
+        )
     static_n = scores.shape[1] if scores.shape.rank is not None else None
     if static_n is not None:
         # One block when everything fits: no IoU against padding rows (a multiple of 8 for SIMD).
         tile = min(tile, max(8, -(-max(static_n, count) // 8) * 8))
     compute = _compute_dtype(boxes.dtype)
     iou_threshold = tf.cast(iou_threshold, compute)
-    score_scores = tf.cast(scores, compute)
+    compute_scores = tf.cast(scores, compute)
     batch, n = tf.shape(scores)[0], tf.shape(scores)[1]
 
-    candidate = score_scores > tf.cast(score_threshold, compute)
+    candidate = compute_scores > tf.cast(score_threshold, compute)
     neg_inf = tf.constant(float("-inf"), compute)
     # top_k is stable: equal scores keep their index order.
-    order = tf.math.top_k(tf.where(candidate, score_scores, neg_inf), k=n, sorted=True).indices  # [B, N]
+    order = tf.math.top_k(tf.where(candidate, compute_scores, neg_inf), k=n, sorted=True).indices  # [B, N]
     if static_n is not None:  # Python ints keep the static shapes through the loops
         blocks = max(-(-max(static_n, count) // tile), 1)
     else:
@@ -658,6 +662,7 @@ def batched_nms(
     return {
         "boxes": tf.where(valid[..., None], tf.gather(kept_boxes, best, batch_dims=1), 0.0),
         "scores": tf.where(valid, tf.gather(kept_scores, best, batch_dims=1), 0.0),
-        "classes": tf.where(valid, tf.gather(tf.broadcast_to(kept_classes, tf.shape(kept_valid)), best, batch_dims=1), 0),
+        "classes": tf.where(valid, tf.gather(tf.broadcast_to(kept_classes, tf.shape(kept_valid)), best, batch_dims=1),
+                            0),
         "num_detections": num_detections,
     }
