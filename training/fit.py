@@ -243,6 +243,7 @@ def train(
     resume: bool = False,
     verbose: int = 1,
     task_options: dict | None = None,
+    metadata: dict | None = None,
 ) -> TrainResult:
     """Trains `build_model(num_classes)` on `train_source` and leaves the run in `out_dir`.
 
@@ -255,6 +256,7 @@ def train(
       resume: continue from the newest backup in `out_dir/backup` (from scratch when none).
       task_options: keyword arguments of the task's `wrap` (detection: `proposals`, the RoI
         sampling options of `training.detection.FastRCNNTrainer`); the task must have a `wrap`.
+      metadata: more JSON-able entries for `run.json` (`zoo train` stores its resolved recipe).
 
     Raises:
       FileExistsError: `out_dir` holds a backup and `resume` is False.
@@ -381,6 +383,7 @@ def train(
             "class_names": list(train_source.class_names),
             "class_source": train_source.class_source,
             "config": dataclasses.asdict(config),
+            **(metadata or {}),
         }
         (write_dir / "run.json").write_text(json.dumps(run, indent=1))
         best = stateful[0]

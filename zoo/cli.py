@@ -292,20 +292,43 @@ def _augmentation(task, disabled):
     return True
 
 
+def _recipe_settings(args, recipe):
+    """The run's optimisation settings: the model's recipe, with every flag the user gave on top."""
+    settings = recipe.resolve(
+        epochs=args.epochs, optimizer=args.optimizer, learning_rate=args.lr, schedule=args.schedule,
+        batch_size=args.batch_size, warmup_epochs=args.warmup_epochs, weight_decay=args.weight_decay,
+        batch_norm=args.batch_norm, rois_per_image=args.rois_per_image,
+    )
+    decay = "the backbone's" if settings["weight_decay"] is None else f"{settings['weight_decay']:g}"
+    rois = f", {settings['rois_per_image']} RoIs per image" if settings["rois_per_image"] else ""
+    given = f" (from your flags: {', '.join(settings['given'])})" if settings["given"] else ""
+    print(
+        f"recipe: {settings['optimizer']} lr {settings['learning_rate']:g}, {settings['schedule']} schedule, warm-up "
+        f"{settings['warmup_epochs']:g} epochs, batch {settings['batch_size']}, weight decay {decay}, batch norm "
+        f"{settings['batch_norm']}{rois}, precise batch norm over {args.precise_bn} batches{given}; "
+        f"see `zoo describe {args.model}`", file=sys.stderr,
+    )
+    return settings
+
+
 def cmd_train(args) -> int:
     import zoo
     from training import TrainConfig, TrainingDiverged, train
 
-    task = zoo.describe(args.model).task
+    description = zoo.describe(args.model)
+    task = description.task
     image_size = tuple(args.image_size)
+    settings = _recipe_settings(args, description.recipe)
     config = TrainConfig(
-        epochs=args.epochs, batch_size=args.batch_size, image_size=image_size, optimizer=args.optimizer,
-        learning_rate=args.lr, schedule=args.schedule, warmup_epochs=args.warmup_epochs,
-        weight_decay=args.weight_decay, batch_norm=args.batch_norm, freeze_stages=args.freeze_stages,
-        augment=_augmentation(task, args.no_augment), early_stopping_patience=args.early_stopping,
-        mixed_precision=args.mixed_precision, strategy=args.strategy,
+        epochs=args.epochs, batch_size=settings["batch_size"], image_size=image_size,
+        optimizer=settings["optimizer"], learning_rate=settings["learning_rate"], schedule=settings["schedule"],
+        warmup_epochs=settings["warmup_epochs"], momentum=settings["momentum"],
+        weight_decay=settings["weight_decay"], batch_norm=settings["batch_norm"], precise_bn=args.precise_bn,
+        freeze_stages=args.freeze_stages, augment=_augmentation(task, args.no_augment),
+        early_stopping_patience=args.early_stopping, mixed_precision=args.mixed_precision, strategy=args.strategy,
         adversarial_epsilon=args.adversarial_epsilon, seed=args.seed,
     )
+    args.rois_per_image = settings["rois_per_image"]
     classes = _class_names(args)
     source = _read_dataset(args, split=args.split, classes=classes, task=task)
     validation = None
@@ -323,6 +346,7 @@ def cmd_train(args) -> int:
         result = train(
             _builder(args.model, image_size, overrides, task), source, validation, out_dir=args.out,
             task=task, config=config, resume=args.resume, verbose=2 if args.quiet else 1, task_options=task_options,
+            metadata={"recipe": settings},
         )
     except TrainingDiverged as error:
         print(f"zoo train: error: {error}", file=sys.stderr)
@@ -362,7 +386,7 @@ def cmd_evaluate(args) -> int:
     if task == "segmentation":
         task_options = {"eval_scales": tuple(args.eval_scales), "add_flipped_images": args.add_flipped_images}
     metrics = evaluate(
-        model, source, task=task, batch_size=args.batch_size, image_size=image_size,
+        model, source, task=task, batch_size=args.batch_size or 16, image_size=image_size,
         verbose=0 if args.quiet else 1, task_options=task_options,
     )
     print(json.dumps({name: round(value, 6) for name, value in metrics.items()}, allow_nan=True))
@@ -475,7 +499,8 @@ def _add_data_arguments(parser, *, split):
     parser.add_argument("--split", default=split, help=f"the split to read (default {split})")
     parser.add_argument("--classes", help="comma-separated class names (default: from the data)")
     parser.add_argument("--image-size", nargs=2, type=int, default=(224, 224), metavar=("H", "W"))
-    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="train: the recipe's (zoo describe MODEL); evaluate: 16")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quiet", action="store_true", help="no progress bar (train: one line per epoch)")
     _add_proposal_arguments(parser)
@@ -504,12 +529,16 @@ def make_parser() -> argparse.ArgumentParser:
     _add_data_arguments(training, split="train")
     training.add_argument("--val-split", help="a validation split of the dataset (default: hold out 20%%)")
     training.add_argument("--epochs", type=int, default=10)
-    training.add_argument("--lr", type=float, default=0.01, help="base learning rate")
-    training.add_argument("--optimizer", choices=("sgd", "adam", "adamw"), default="sgd")
-    training.add_argument("--schedule", choices=("constant", "step", "poly", "cosine"), default="cosine")
-    training.add_argument("--warmup-epochs", type=float, default=0.0)
-    training.add_argument("--weight-decay", type=float, default=None, help="default: the backbone's")
-    training.add_argument("--batch-norm", choices=("fine_tune", "frozen"), default="fine_tune")
+    recipe = "default: the model's recipe, see zoo describe MODEL"
+    training.add_argument("--lr", type=float, default=None, help=f"base learning rate ({recipe})")
+    training.add_argument("--optimizer", choices=("sgd", "adam", "adamw"), default=None, help=recipe)
+    training.add_argument("--schedule", choices=("constant", "step", "poly", "cosine"), default=None, help=recipe)
+    training.add_argument("--warmup-epochs", type=float, default=None, help=recipe)
+    training.add_argument("--weight-decay", type=float, default=None, help=recipe)
+    training.add_argument("--batch-norm", choices=("fine_tune", "frozen"), default=None, help=recipe)
+    training.add_argument("--precise-bn", type=int, default=16, metavar="N",
+                          help="re-estimate batch-norm statistics from N training batches before validation "
+                               "and at the end (0: off, keep the moving averages)")
     training.add_argument("--freeze-stages", type=int, default=0)
     training.add_argument("--no-augment", action="store_true")
     training.add_argument("--early-stopping", type=int, default=None, metavar="PATIENCE")
@@ -519,7 +548,8 @@ def make_parser() -> argparse.ArgumentParser:
     training.add_argument("--out", required=True, help="the run's directory")
     training.add_argument("--resume", action="store_true", help="continue from OUT/backup")
     training.add_argument("--set", action="append", type=_parse_override, metavar="KEY=VALUE")
-    training.add_argument("--rois-per-image", type=int, default=64, help="detection: RoIs sampled per image")
+    training.add_argument("--rois-per-image", type=int, default=None,
+                          help=f"detection: RoIs sampled per image ({recipe})")
     training.set_defaults(run=cmd_train)
 
     evaluation = commands.add_parser("evaluate", help="metrics of a trained model, ending with one JSON line")

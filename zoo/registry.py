@@ -22,6 +22,7 @@ import re
 from typing import Any, Callable
 
 from zoo.config import accepted_overrides, apply_overrides, config_to_dict
+from zoo.recipes import DEFAULT_RECIPES, Recipe
 
 TASKS = ("classification", "detection", "segmentation")
 _NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -40,6 +41,7 @@ class ModelSpec:
       summary: one line, from the variant's docstring.
       features: for backbones, `features(config, images) -> dict[str, FeatureMap]`, the
         feature contract that the detection and segmentation heads use; else None.
+      recipe: the `zoo.recipes.Recipe` that `zoo train` uses by default.
     """
 
     name: str
@@ -49,6 +51,7 @@ class ModelSpec:
     paper: str
     summary: str
     features: Callable[..., Any] | None = None
+    recipe: Recipe | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,14 +66,17 @@ class ModelDescription:
     accepted_overrides: list[str]
     weights: list[str]
     is_backbone: bool
+    recipe: Recipe | None = None
 
     def __str__(self) -> str:
         lines = [
             f"{self.name} ({self.task}): {self.summary}",
             f"  paper: {self.paper}",
             f"  weights: {', '.join(self.weights) if self.weights else 'none published in the manifest'}",
-            "  defaults:",
         ]
+        if self.recipe is not None:
+            lines.append(f"  training recipe (zoo train's defaults): {self.recipe.summary()}")
+        lines.append("  defaults:")
         lines += [f"    {key} = {value!r}" for key, value in self.defaults.items()]
         return "\n".join(lines)
 
@@ -85,8 +91,11 @@ def register(
     builder: Callable[..., Any],
     paper: str,
     features: Callable[..., Any] | None = None,
+    recipe: Recipe | None = None,
 ):
     """Decorator that registers the config returned by the decorated function under `name`.
+
+    `recipe` is the family's default training recipe (`zoo.recipes`); without it, the task's.
 
     Raises:
       ValueError: `name` is already registered, is not lowercase_with_underscores, or `task`
@@ -112,6 +121,7 @@ def register(
             paper=paper,
             summary=summary,
             features=features,
+            recipe=recipe or DEFAULT_RECIPES[task],
         )
         return config_fn
 
@@ -199,4 +209,5 @@ def describe(name: str) -> ModelDescription:
         accepted_overrides=accepted_overrides(spec.config),
         weights=weights_lib.available_tags(name),
         is_backbone=spec.features is not None,
+        recipe=spec.recipe,
     )
