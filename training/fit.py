@@ -42,6 +42,7 @@ from training.regularization import freeze_stages, set_batch_norm
 from training.tasks import get_task
 
 MIXED_PRECISION = (None, "mixed_float16", "mixed_bfloat16")
+JIT_COMPILE = {"auto": "auto", "on": True, "off": False}
 
 
 class TrainingDiverged(RuntimeError):
@@ -72,6 +73,8 @@ class TrainConfig:
       validation_fraction: held out of the training source when no validation source is given.
       early_stopping_patience: epochs without improvement of the task's monitor before stopping.
       mixed_precision: None, "mixed_float16" (loss scaling on) or "mixed_bfloat16".
+      jit_compile: "auto" (Keras's choice: XLA on a GPU), "on" or "off"; every registered
+        model's training step compiles with XLA (`tests/training/test_xla.py`).
       strategy: "default", "mirrored" or "multi_worker" (`training.distribute`).
       adversarial_epsilon, adversarial_ratio: FGSM training when epsilon > 0 (pixel units).
       seed: every random choice of the run derives from it.
@@ -94,6 +97,7 @@ class TrainConfig:
     validation_fraction: float = 0.2
     early_stopping_patience: int | None = None
     mixed_precision: str | None = None
+    jit_compile: str = "auto"
     strategy: str = "default"
     adversarial_epsilon: float = 0.0
     adversarial_ratio: float = 0.5
@@ -118,6 +122,7 @@ class TrainConfig:
             (self.early_stopping_patience is None or self.early_stopping_patience >= 1,
              "early_stopping_patience", "None or >= 1"),
             (self.mixed_precision in MIXED_PRECISION, "mixed_precision", f"one of {MIXED_PRECISION}"),
+            (self.jit_compile in JIT_COMPILE, "jit_compile", f"one of {tuple(JIT_COMPILE)}"),
             (self.adversarial_epsilon >= 0, "adversarial_epsilon", ">= 0 (pixel units)"),
             (self.backup_every >= 1, "backup_every", "a positive integer"),
             (isinstance(self.augment, (bool, dict)), "augment", "True, False or a dict of augment's arguments"),
@@ -319,6 +324,7 @@ def train(
                 # None rather than []: an empty metric list would still make Keras trace the
                 # trainee on a batch of inputs alone to build it.
                 metrics=task.metrics(num_classes) or None,
+                jit_compile=JIT_COMPILE[config.jit_compile],
             )
         monitor = task.monitor if validation_source is not None else task.monitor.removeprefix("val_")
         nan_guard = StopOnNaN()

@@ -325,7 +325,8 @@ def cmd_train(args) -> int:
         warmup_epochs=settings["warmup_epochs"], momentum=settings["momentum"],
         weight_decay=settings["weight_decay"], batch_norm=settings["batch_norm"], precise_bn=args.precise_bn,
         freeze_stages=args.freeze_stages, augment=_augmentation(task, args.no_augment),
-        early_stopping_patience=args.early_stopping, mixed_precision=args.mixed_precision, strategy=args.strategy,
+        early_stopping_patience=args.early_stopping, mixed_precision=args.mixed_precision,
+        jit_compile=args.jit_compile, strategy=args.strategy,
         adversarial_epsilon=args.adversarial_epsilon, seed=args.seed,
     )
     args.rois_per_image = settings["rois_per_image"]
@@ -543,6 +544,8 @@ def make_parser() -> argparse.ArgumentParser:
     training.add_argument("--no-augment", action="store_true")
     training.add_argument("--early-stopping", type=int, default=None, metavar="PATIENCE")
     training.add_argument("--mixed-precision", choices=("mixed_float16", "mixed_bfloat16"))
+    training.add_argument("--jit-compile", choices=("auto", "on", "off"), default="auto",
+                          help="XLA for the training step (auto: Keras's choice, on where a GPU is)")
     training.add_argument("--strategy", choices=("default", "mirrored", "multi_worker"), default="default")
     training.add_argument("--adversarial-epsilon", type=float, default=0.0, help="FGSM step in pixels")
     training.add_argument("--out", required=True, help="the run's directory")

@@ -118,3 +118,23 @@ def test_a_whole_detector_call_compiles_with_xla_and_equals_the_plain_graph(name
         np.testing.assert_allclose(compiled[key].numpy(), plain[key].numpy(), rtol=1e-4, atol=1e-3, err_msg=key)
     if "proposals" in plain:
         np.testing.assert_allclose(compiled["proposals"].numpy(), plain["proposals"].numpy(), atol=1e-3)
+
+
+def test_zoo_train_jit_compile_on_trains_faster_rcnn_in_its_own_process(tmp_path):
+    """`zoo train --jit-compile on` as a user runs it: what `auto` does on a GPU."""
+    import json
+
+    from tests.helpers import run_zoo
+
+    overrides = []
+    for key, value in FASTER_TINY.items():
+        if key not in ("num_classes", "input_shape"):
+            overrides += ["--set", f"{key}={value!r}"]
+    out = tmp_path / "run"
+    process = run_zoo("train", "faster_rcnn_resnet50", "--dataset", "synthetic:8", "--image-size", SIZE, SIZE,
+                      "--epochs", "1", "--batch-size", "4", "--precise-bn", "0", "--jit-compile", "on", "--quiet",
+                      "--out", out, *overrides)
+    assert process.returncode == 0, process.stderr[-3000:]
+    run = json.loads((out / "run.json").read_text())
+    assert run["config"]["jit_compile"] == "on"
+    assert all(np.isfinite(value) for value in json.loads((out / "history.json").read_text())["loss"])
