@@ -1,9 +1,10 @@
 """Data for training: readers, a synthetic generator, augmentation and tf.data pipelines.
 
 - `Example`, `DatasetSource`: one image with its labels; a list of them with class names.
-- Readers: `synthetic` (no download), `read_voc_detection`, `read_voc_segmentation`,
+- Readers: `synthetic` (no download), `read_voc_detection` (also LabelImg folders without
+  ImageSets), `read_voc_segmentation`, `read_coco` (COCO instances JSON, with pycocotools),
   `read_folder`, and `parse_dataset_spec` for the CLI's "synthetic[:N]", "voc:PATH",
-  "folder:PATH".
+  "coco:PATH.json", "folder:PATH".
 - `load_image`, `load_mask`: decode an example's files (OpenCV; Pillow for palette PNGs).
 - Augmentation (pure TensorFlow, stateless seeds): `random_horizontal_flip`, `random_scale`,
   `random_crop_with_padding`, `color_jitter`, `augment`.
@@ -20,6 +21,7 @@ from training.data.augment import (
     random_horizontal_flip,
     random_scale,
 )
+from training.data.coco import read_coco
 from training.data.examples import (
     IGNORE_LABEL,
     PASCAL_VOC_CLASSES,
@@ -59,6 +61,7 @@ __all__ = [
     "random_crop_with_padding",
     "random_horizontal_flip",
     "random_scale",
+    "read_coco",
     "read_folder",
     "read_voc_detection",
     "read_voc_segmentation",

@@ -16,7 +16,7 @@ import dataclasses
 import logging
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import cv2
 import numpy as np
@@ -76,8 +76,15 @@ class Example:
       boxes: float32 `[n, 4]` `[ymin, xmin, ymax, xmax]` in image pixels, or None.
       classes: int32 `[n]` 1-based object class ids, aligned with `boxes`, or None.
       difficult: bool `[n]` (VOC's flag; all False where a source has none), or None.
-      mask: a PNG path (decoded by `load_mask`) or a uint8 `[H, W]` array of class ids
-        (0 background, 255 ignore), or None.
+      crowd: bool `[n]`: COCO's `iscrowd`, a box around a crowd of objects. Training leaves it
+        out (`make_dataset`) and evaluation ignores detections on it, as COCO does. All False
+        where a source has none (None without boxes).
+      area: float32 `[n]` object areas in image pixels where the annotation gives them (COCO's
+        `area`, of the segment rather than the box), used for COCO's small/medium/large
+        ranges; None: the boxes' areas.
+      mask: a PNG path (decoded by `load_mask`), a uint8 `[H, W]` array of class ids
+        (0 background, 255 ignore), a callable returning such an array (a mask drawn from
+        polygons when loaded), or None.
       source: the file (or "synthetic:#i") that error messages name.
       size: `(height, width)` the annotation declares, or None; `load_image` checks the decoded
         image against it, so boxes are never applied to an image of another size.
@@ -88,9 +95,11 @@ class Example:
     boxes: np.ndarray | None = None
     classes: np.ndarray | None = None
     difficult: np.ndarray | None = None
-    mask: str | np.ndarray | None = None
+    mask: str | np.ndarray | Callable[[], np.ndarray] | None = None
     source: str = ""
     size: tuple[int, int] | None = None
+    crowd: np.ndarray | None = None
+    area: np.ndarray | None = None
 
     def __post_init__(self):
         source = self.source or (self.image if isinstance(self.image, str) else "<array example>")
@@ -107,7 +116,7 @@ class Example:
                     f"{source}: image must be RGB uint8 [H, W, 3], got shape {image.shape} dtype {image.dtype}"
                 )
             set_("image", image)
-        if self.mask is not None and not isinstance(self.mask, str):
+        if self.mask is not None and not isinstance(self.mask, str) and not callable(self.mask):
             mask = np.asarray(self.mask)
             if mask.dtype != np.uint8 or mask.ndim != 2:
                 raise DataError(
@@ -141,11 +150,21 @@ class Example:
             difficult = _array(difficult, np.bool_, name="difficult", source=source, shape_text="bool [n]", ndim=1)
             if len(difficult) != len(boxes):
                 raise DataError(f"{source}: {len(boxes)} boxes but {len(difficult)} difficult flags")
+            crowd = np.zeros(len(boxes), bool) if self.crowd is None else self.crowd
+            crowd = _array(crowd, np.bool_, name="crowd", source=source, shape_text="bool [n]", ndim=1)
+            if len(crowd) != len(boxes):
+                raise DataError(f"{source}: {len(boxes)} boxes but {len(crowd)} crowd flags")
+            if self.area is not None:
+                area = _array(self.area, np.float32, name="area", source=source, shape_text="float [n]", ndim=1)
+                if len(area) != len(boxes) or not np.all(np.isfinite(area)) or np.any(area < 0):
+                    raise DataError(f"{source}: area must be {len(boxes)} finite areas >= 0, got {area.tolist()}")
+                set_("area", area)
             set_("boxes", boxes)
             set_("classes", classes)
             set_("difficult", difficult)
-        elif self.difficult is not None:
-            raise DataError(f"{source}: difficult flags without boxes")
+            set_("crowd", crowd)
+        elif self.difficult is not None or self.crowd is not None or self.area is not None:
+            raise DataError(f"{source}: difficult, crowd or area flags without boxes")
         if self.size is not None:
             set_("size", (int(self.size[0]), int(self.size[1])))
         elif not isinstance(self.image, str):
@@ -180,6 +199,10 @@ class DatasetSource:
         "found in annotations", "folders" or "synthetic".
       skipped: what the reader skipped, with counts (it also warned once with `DataWarning`).
       origin: what was read ("voc:/data/VOC2012 (train, detection)"), for messages.
+      annotation_format: the annotation format read, "voc" or "coco" ("" for the others);
+        detection evaluation adds COCO's AP for "coco".
+      split_lists: False for data without split lists (a LabelImg folder of VOC XML): every
+        split name reads every example, and `parse_dataset_spec` holds out a seeded fraction.
     """
 
     examples: list[Example]
@@ -188,6 +211,8 @@ class DatasetSource:
     class_source: str
     skipped: dict[str, int] = dataclasses.field(default_factory=dict)
     origin: str = ""
+    annotation_format: str = ""
+    split_lists: bool = True
 
     def __post_init__(self):
         self.class_names = tuple(self.class_names)
@@ -294,7 +319,8 @@ def load_mask(example: Example, *, num_classes: int | None = None) -> np.ndarray
     """The example's mask as uint8 `[H, W]` class ids (0 background, 255 ignore), or None.
 
     PNG files are read with Pillow as palette indices (VOC's SegmentationClass images are
-    palette PNGs, which cv2.imread would turn into colours) or greyscale values.
+    palette PNGs, which cv2.imread would turn into colours) or greyscale values; a callable
+    mask (COCO's polygons and RLE, `training.data.coco`) is drawn when loaded.
 
     Args:
       num_classes: the number of object classes; when given, every value must be in
@@ -307,7 +333,11 @@ def load_mask(example: Example, *, num_classes: int | None = None) -> np.ndarray
     if example.mask is None:
         return None
     name = example.mask if isinstance(example.mask, str) else f"the mask of {example.source}"
-    if isinstance(example.mask, str):
+    if callable(example.mask):
+        mask = np.asarray(example.mask())
+        if mask.dtype != np.uint8 or mask.ndim != 2:
+            raise DataError(f"{name}: must be uint8 [H, W] class ids, got shape {mask.shape} dtype {mask.dtype}")
+    elif isinstance(example.mask, str):
         path = example.mask
         if not os.path.exists(path):
             raise DataError(f"{path}: mask file does not exist")

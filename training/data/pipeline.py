@@ -118,7 +118,7 @@ def make_dataset(
           0-based;
         detection: `(images, {"boxes": float32 [B, M, 4], "classes": int32 [B, M]})`, boxes
           `[ymin, xmin, ymax, xmax]` in pixels of the resized image, classes 1-based, padding
-          rows 0;
+          rows 0; crowd boxes (`Example.crowd`) left out;
         segmentation: `(images, masks int32 [B, H, W])`, 0 background, 255 ignore (also where
           a crop padded the image).
 
@@ -167,7 +167,8 @@ def make_dataset(
             return image, np.int32(example.label)
         if task == "detection":
             check_boxes_inside(example.boxes, image.shape[:2], source=example.source)
-            return image, example.boxes, example.classes
+            # Crowd boxes (COCO's iscrowd) are no target; evaluation reads them from the examples.
+            return image, example.boxes[~example.crowd], example.classes[~example.crowd]
         mask = load_mask(example, num_classes=num_classes)
         if mask.shape != image.shape[:2]:
             raise DataError(

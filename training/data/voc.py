@@ -3,6 +3,12 @@
 The directory is one year of the VOC devkit (`VOCdevkit/VOC2012`), holding `JPEGImages/`,
 `Annotations/`, `SegmentationClass/` and `ImageSets/{Main,Segmentation}/<split>.txt`.
 
+Detection also reads a folder without `ImageSets` (LabelImg's layout): `Annotations/*.xml` with
+the images in `JPEGImages/`, or the XMLs beside their images in one folder. Every annotated
+image is read, whatever the split (`split_lists` is False); `parse_dataset_spec` holds out a
+seeded fraction for validation. An XML's image is its `<filename>` in the image folder, else the
+image of the same stem, else its `<path>` (LabelImg writes the absolute path).
+
 Boxes: VOC counts pixels from 1 and includes both ends; `layers.boxes.voc_to_yxyx` turns them
 into the zoo's continuous `[ymin, xmin, ymax, xmax]` (`(xmin, ymin, xmax, ymax) = (1, 1, 10, 10)`
 becomes `[0, 0, 10, 10]`). Segmentation PNGs are palette images read as class indices
@@ -10,6 +16,7 @@ becomes `[0, 0, 10, 10]`). Segmentation PNGs are palette images read as class in
 
 Bad data:
   - a split list that is missing or names no image, an image id without its XML, JPEG or PNG,
+    a LabelImg folder without XML or an XML without its image,
     malformed XML, an object without a name or numeric box: `DataError` naming the file;
   - a box of zero area or outside the image `<size>`, an object whose class is not in
     `--classes`, an image left with no object: skipped, counted in `skipped` and reported in
@@ -36,6 +43,7 @@ from training.data.examples import (
     SkipCounter,
     parse_class_list,
 )
+from training.data.folder import IMAGE_EXTENSIONS
 
 logger = logging.getLogger("training.data")
 
@@ -74,6 +82,60 @@ def _split_ids(root, kind, split, counter):
     if not ids:
         raise DataError(f"{path}: empty dataset, the split list names no image")
     return ids
+
+
+def _labelimg_pairs(root):
+    """[(xml_path, image_path)] of a folder without ImageSets, and a line for the log."""
+    xml_folder = root / "Annotations" if (root / "Annotations").is_dir() else root
+    image_folder = root / "JPEGImages" if (root / "JPEGImages").is_dir() else xml_folder
+    xml_paths = sorted(xml_folder.glob("*.xml"))
+    if not xml_paths:
+        raise DataError(
+            f"{root}: not a VOC directory: no ImageSets, and no annotation XML in {xml_folder} "
+            "(LabelImg's layout: Annotations/*.xml with JPEGImages/, or the XMLs beside their images)"
+        )
+    pairs = []
+    for xml_path in xml_paths:
+        try:
+            tree = ElementTree.parse(xml_path)
+        except ElementTree.ParseError as error:
+            raise DataError(f"{xml_path}: malformed XML: {error}") from None
+        named = (tree.findtext("filename") or "").strip()
+        candidates = [image_folder / named] if named else []
+        candidates += [image_folder / (xml_path.stem + ext) for ext in IMAGE_EXTENSIONS]
+        candidates += [image_folder / (xml_path.stem + ext.upper()) for ext in IMAGE_EXTENSIONS]
+        written = (tree.findtext("path") or "").strip()
+        candidates += [Path(written)] if written else []
+        image_path = next((path for path in candidates if path.is_file()), None)
+        if image_path is None:
+            raise DataError(
+                f"{xml_path}: its image ({named or xml_path.stem + '.*'}) is not in {image_folder}"
+                + (f" nor at {written}" if written else "")
+            )
+        pairs.append((xml_path, image_path, tree))
+    used = {image_path.resolve() for _, image_path, _ in pairs}
+    unannotated = sum(
+        1 for path in image_folder.iterdir() if path.suffix.lower() in IMAGE_EXTENSIONS and path.resolve() not in used
+    )
+    note = f"no ImageSets: {len(pairs)} annotated images" + (
+        f" ({unannotated} images without XML left out)" if unannotated else ""
+    )
+    return pairs, note
+
+
+def _split_pairs(root, split, counter):
+    """[(xml_path, image_path, tree)] of the ids that a split list names."""
+    pairs = []
+    for image_id in _split_ids(root, "Main", split, counter):
+        xml_path = root / "Annotations" / f"{image_id}.xml"
+        if not xml_path.is_file():
+            raise DataError(f"{xml_path}: annotation file does not exist (listed in the split)")
+        try:
+            tree = ElementTree.parse(xml_path)
+        except ElementTree.ParseError as error:
+            raise DataError(f"{xml_path}: malformed XML: {error}") from None
+        pairs.append((xml_path, _image_path(root, image_id), tree))
+    return pairs
 
 
 def _image_path(root, image_id):
@@ -142,8 +204,9 @@ def read_voc_detection(root, split="train", *, classes=None, keep_difficult=True
     """The detection examples of a VOC split: boxes, 1-based classes and difficult flags.
 
     Args:
-      root: the year directory (`VOCdevkit/VOC2007`).
-      split: `ImageSets/Main/<split>.txt` lists the image ids.
+      root: the year directory (`VOCdevkit/VOC2007`), or a LabelImg folder without
+        `ImageSets` (see the module docstring), whose every annotated image is read.
+      split: `ImageSets/Main/<split>.txt` lists the image ids; not used without ImageSets.
       classes: `"a,b,c"` or a list: the class names, in id order; objects of other classes are
         skipped (counted). None: the 20 PASCAL classes when the annotations use only those
         names, else the sorted names found. `class_source` says which rule applied.
@@ -157,20 +220,24 @@ def read_voc_detection(root, split="train", *, classes=None, keep_difficult=True
     Raises:
       DataError: naming the file, for the problems in the module docstring.
     """
-    root = _voc_root(root, ("Annotations", "JPEGImages", "ImageSets"))
-    origin = f"voc:{root} ({split}, detection)"
-    counter = SkipCounter(origin)
-    records = []
-    for image_id in _split_ids(root, "Main", split, counter):
-        xml_path = root / "Annotations" / f"{image_id}.xml"
-        if not xml_path.is_file():
-            raise DataError(f"{xml_path}: annotation file does not exist (listed in the split)")
-        try:
-            tree = ElementTree.parse(xml_path)
-        except ElementTree.ParseError as error:
-            raise DataError(f"{xml_path}: malformed XML: {error}") from None
-        image_path = _image_path(root, image_id)
-        records.append((xml_path, image_path, _size(tree, xml_path, image_path), _objects(tree, xml_path)))
+    root = Path(root).expanduser()
+    labelimg = root.is_dir() and not (root / "ImageSets").is_dir() and (
+        (root / "Annotations").is_dir() or any(root.glob("*.xml"))
+    )
+    split_lists = not labelimg
+    if split_lists:
+        root = _voc_root(root, ("Annotations", "JPEGImages", "ImageSets"))
+        origin = f"voc:{root} ({split}, detection)"
+        counter = SkipCounter(origin)
+        pairs = _split_pairs(root, split, counter)
+    else:
+        pairs, note = _labelimg_pairs(root)
+        origin = f"voc:{root} ({note}, detection)"
+        counter = SkipCounter(origin)
+    records = [
+        (xml_path, image_path, _size(tree, xml_path, image_path), _objects(tree, xml_path))
+        for xml_path, image_path, tree in pairs
+    ]
 
     class_names, class_source = choose_class_names((name for *_, objects in records for name, _, _ in objects), classes)
     ids = {name: index + 1 for index, name in enumerate(class_names)}
@@ -207,12 +274,13 @@ def read_voc_detection(root, split="train", *, classes=None, keep_difficult=True
         ))
     counter.warn()
     if not examples:
-        split_list = root / "ImageSets" / "Main" / f"{split}.txt"
-        raise DataError(f"{split_list}: empty dataset, no listed image has a usable object")
+        listed = root / "ImageSets" / "Main" / f"{split}.txt" if split_lists else root
+        raise DataError(f"{listed}: empty dataset, no {'listed' if split_lists else 'annotated'} image has a "
+                        "usable object")
     logger.info("%s: %d images, classes %s", origin, len(examples), class_source)
     return DatasetSource(
         examples=examples, class_names=class_names, task_kinds=("detection",), class_source=class_source,
-        skipped=dict(counter.counts), origin=origin,
+        skipped=dict(counter.counts), origin=origin, annotation_format="voc", split_lists=split_lists,
     )
 
 
@@ -249,5 +317,5 @@ def read_voc_segmentation(root, split="train", *, classes=None) -> DatasetSource
     logger.info("%s: %d images, classes %s", origin, len(examples), class_source)
     return DatasetSource(
         examples=examples, class_names=class_names, task_kinds=("segmentation",), class_source=class_source,
-        skipped=dict(counter.counts), origin=origin,
+        skipped=dict(counter.counts), origin=origin, annotation_format="voc",
     )

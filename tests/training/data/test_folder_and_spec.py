@@ -107,8 +107,8 @@ def test_voc_and_folder_specs(tmp_path):
     assert len(VOC_IMAGES) == 3
 
 
-@pytest.mark.parametrize("text", ["imagenet", "synthetic:0", "synthetic:many", "voc:", "folder", "", "coco:/data"])
+@pytest.mark.parametrize("text", ["imagenet", "synthetic:0", "synthetic:many", "voc:", "folder", "", "coco:", "kitti:/data"])
 def test_bad_specs_list_the_accepted_forms(text):
-    accepted = r"accepted: 'synthetic', 'synthetic:N' \(N examples\), 'voc:PATH' or 'folder:PATH'"
+    accepted = r"accepted: 'synthetic', 'synthetic:N' \(N examples\), 'voc:PATH', 'coco:PATH.json' or 'folder:PATH'"
     with pytest.raises(ValueError, match=accepted):
         parse_dataset_spec(text)
