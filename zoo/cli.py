@@ -193,7 +193,8 @@ def _read_dataset(args, *, split, classes, task):
     from training import data
 
     return data.parse_dataset_spec(
-        args.dataset, split=split, classes=classes, image_size=tuple(args.image_size), seed=args.seed, task=task
+        args.dataset, split=split, classes=classes, image_size=tuple(args.image_size), seed=args.seed, task=task,
+        images=args.images,
     )
 
 
@@ -261,6 +262,25 @@ def rpn_overrides(image_size, overrides, *, scales=None, aspect_ratios=None) -> 
         "rpn_min_size": float(min(16.0, min(image_size) / 16.0)),
     }
     return {**defaults, **overrides}
+
+
+def roi_head_overrides(name, image_size, overrides) -> dict:
+    """An R50-C4 head's RoI grid for `zoo train`, from the image size, unless `--set` gives it.
+
+    The registered 14 x 14 (conv5 halves it to 7 x 7, detectron2's and torchvision's R50-C4)
+    suits images of about 600 pixels. A smaller image holds proportionally smaller objects, a
+    few cells of the stride-16 map, and a 14 x 14 grid over them repeats the same cells while
+    conv5 runs on all 196: the grid scales with the shorter side, `14 * side / 600` rounded to
+    an even size in [4, 14] (6 at 256 pixels, 4 at 192: the grid of the synthetic benches).
+    VGG16's grid stays 7, which its fc6 weights fix.
+    """
+    import zoo
+
+    defaults = zoo.describe(name).defaults
+    if defaults.get("backbone") != "resnet50" or "pool_size" not in defaults or "pool_size" in overrides:
+        return overrides
+    side = min(image_size)
+    return {**overrides, "pool_size": int(min(14, max(4, 2 * round(7 * side / 600))))}
 
 
 def _detection_options(args, image_size, *, training, rpn=False):
@@ -342,6 +362,10 @@ def cmd_train(args) -> int:
                                   aspect_ratios=args.proposal_ratios)
         print(f"rpn: anchors {overrides['anchor_scales']} px at aspect ratios {overrides['anchor_aspect_ratios']}, "
               f"proposals of at least {overrides['rpn_min_size']:g} px", file=sys.stderr)
+    if task == "detection":
+        overrides = roi_head_overrides(args.model, image_size, overrides)
+        if "pool_size" in overrides:
+            print(f"roi head: {overrides['pool_size']} x {overrides['pool_size']} RoI grid", file=sys.stderr)
     task_options = _detection_options(args, image_size, training=True, rpn=rpn) if task == "detection" else None
     try:
         result = train(
@@ -379,6 +403,8 @@ def cmd_evaluate(args) -> int:
     task = zoo.describe(args.model).task
     classes = _class_names(args, args.weights)
     source = _read_dataset(args, split=args.split, classes=classes, task=task)
+    if not source.split_lists:  # a LabelImg folder: say which images the split is
+        print(f"evaluate: {source.summary()}", file=sys.stderr)
     image_size = tuple(args.image_size)
     model = _load_trained(args.model, args.weights, image_size, source.class_names, task)
     task_options = None
@@ -495,8 +521,10 @@ def _add_data_arguments(parser, *, split):
     parser.add_argument("model", help="a registered model name (zoo list)")
     parser.add_argument(
         "--dataset", required=True,
-        help="synthetic | synthetic:N | voc:PATH | folder:PATH",
+        help="synthetic | synthetic:N | voc:PATH | coco:PATH.json | folder:PATH",
     )
+    parser.add_argument("--images", metavar="DIR",
+                        help="coco: the folder the JSON's file_names are in (default: the JSON's folder)")
     parser.add_argument("--split", default=split, help=f"the split to read (default {split})")
     parser.add_argument("--classes", help="comma-separated class names (default: from the data)")
     parser.add_argument("--image-size", nargs=2, type=int, default=(224, 224), metavar=("H", "W"))

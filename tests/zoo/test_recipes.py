@@ -61,3 +61,14 @@ def test_zoo_train_prints_and_stores_the_recipe_it_used(tmp_path):
     recipe = json.loads((out / "run.json").read_text())["recipe"]
     assert recipe["optimizer"] == "sgd" and recipe["learning_rate"] == pytest.approx(0.005)
     assert json.loads((out / "run.json").read_text())["config"]["precise_bn"] == 16
+
+
+def test_an_r50_c4_heads_roi_grid_scales_with_the_image_and_set_wins():
+    from zoo.cli import roi_head_overrides
+
+    assert roi_head_overrides("faster_rcnn_resnet50", (600, 800), {}) == {"pool_size": 14}  # the registered one
+    assert roi_head_overrides("fast_rcnn_resnet50", (256, 320), {}) == {"pool_size": 6}
+    assert roi_head_overrides("faster_rcnn_resnet50", (192, 192), {}) == {"pool_size": 4}  # the benches' grid
+    assert roi_head_overrides("faster_rcnn_resnet50", (96, 96), {}) == {"pool_size": 4}
+    assert roi_head_overrides("faster_rcnn_resnet50", (256, 256), {"pool_size": 8}) == {"pool_size": 8}
+    assert roi_head_overrides("fast_rcnn_vgg16", (256, 256), {}) == {}  # fc6's weights fix VGG16's 7 x 7
