@@ -12,9 +12,9 @@ Writes `bench/results/deeplab_synthetic.md` (the figures, the configuration and 
 and `bench/results/deeplab_synthetic.png` (held-out images: the image, the true mask and the
 predicted mask blended over it in the VOC palette), each through a temporary name and a rename.
 
-Deviations from DeepLab's recipe, for a run of minutes from random weights: batch norm
-momentum 0.9 instead of 0.9997 / 0.95 (moving statistics that move in a few hundred steps),
-Adam instead of SGD + poly 0.007 by default (`--optimizer sgd --lr 0.007 --schedule poly` gives
+Deviations from DeepLab's recipe, for a run of minutes from random weights: DeepLab's
+batch-norm decays with precise batch norm (`TrainConfig.precise_bn`, the trainer's default)
+re-estimating the statistics, Adam instead of SGD + poly 0.007 by default (`--optimizer sgd --lr 0.007 --schedule poly` gives
 DeepLab's), and the trainer's default augmentation (flip, scale 0.75 to 1.25, crop).
 """
 
@@ -105,10 +105,7 @@ def main(argv=None) -> int:
     size = args.image_size
     train_source = data.synthetic(args.train_images, image_size=size, num_classes=args.classes, seed=args.seed)
     held_out = data.synthetic(args.val_images, image_size=size, num_classes=args.classes, seed=args.seed + 1000)
-    overrides = dict(
-        input_shape=(size, size, 3), output_stride=args.output_stride,
-        batch_norm_momentum=0.9, backbone_batch_norm_momentum=0.9,
-    )
+    overrides = dict(input_shape=(size, size, 3), output_stride=args.output_stride)
     config = TrainConfig(
         epochs=args.epochs, batch_size=args.batch_size, image_size=(size, size), optimizer=args.optimizer,
         learning_rate=args.lr, schedule=args.schedule, validation_fraction=0.1, seed=args.seed,
@@ -137,7 +134,7 @@ def main(argv=None) -> int:
         f"TensorFlow {tf.__version__}, TF_ENABLE_ONEDNN_OPTS={os.environ.get('TF_ENABLE_ONEDNN_OPTS', 'unset')}.",
         "",
         f"Model `{args.model}` from random weights, {size}x{size} inputs, output stride {args.output_stride}, "
-        f"batch norm momentum 0.9 (head and backbone); {args.classes} shape classes + background.",
+        f"DeepLab's batch-norm decays with precise batch norm; {args.classes} shape classes + background.",
         f"Training: {args.train_images} synthetic images (seed {args.seed}, 10% held for validation), "
         f"{args.epochs} epochs of batch {args.batch_size}, {args.optimizer} lr {args.lr:g} {args.schedule}, "
         "weight decay the backbone's default, augmentation flip + scale 0.75-1.25 + crop.",

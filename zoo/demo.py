@@ -197,10 +197,9 @@ def _segmenter(config, out_dir, summary):
     _say(f"2/3 training {config.segmenter} on {train_source.summary()}")
     start = time.perf_counter()
     result = train(
-        # Batch-norm statistics that move within a few hundred steps: DeepLab's 0.997-0.9997 are
-        # meant for 30k steps, and after 200 the moving averages would still be near their start.
-        lambda classes: zoo.build(config.segmenter, num_classes=classes + 1, input_shape=(None, None, 3),
-                                  batch_norm_momentum=0.9, backbone_batch_norm_momentum=0.9),
+        # DeepLab's own batch-norm decays: precise batch norm (TrainConfig.precise_bn, on by
+        # default) re-estimates the statistics that a few hundred steps would leave at their start.
+        lambda classes: zoo.build(config.segmenter, num_classes=classes + 1, input_shape=(None, None, 3)),
         train_source, out_dir=out_dir / "runs" / "deeplab", task="segmentation",
         config=TrainConfig(epochs=config.segmenter_epochs, batch_size=config.batch_size, image_size=size,
                            optimizer="adam", learning_rate=1e-3, schedule="cosine", validation_fraction=0.0, seed=0),
