@@ -50,8 +50,8 @@ import tensorflow as tf
 from keras.src.losses.loss import scale_loss_for_distribution
 
 from layers import boxes as box_ops
-from training.data import make_dataset
-from training.detection_eval import evaluate_detections, split_batch
+from training.data import load_image, make_dataset
+from training.detection_eval import coco_evaluate, evaluate_detections, split_batch
 from training.tasks import Task, register_task
 
 FOREGROUND_IOU = 0.5
@@ -513,14 +513,10 @@ class FastRCNNTrainer(keras.Model):
 
 
 def evaluate_detector(model, source, *, proposals=None, image_size, batch_size=8, iou_threshold=0.5,
-                      use_07_metric=False, verbose=0):
-    """PASCAL VOC AP of a detector on `source`, per class and the mean.
+                      use_07_metric=False, coco_ap=None, verbose=0):
+    """PASCAL VOC AP of a detector on `source`, per class and the mean, and COCO's AP on COCO data.
 
-    Images are resized to `image_size` (`make_dataset`, unaugmented, in the source's order),
-    the detector runs on `proposals(images)` (on the images alone when it has an RPN), and its
-    detections (NMS in the model) are matched to the ground truth in the same resized pixels,
-    with each example's difficult flags, by `training.detection_eval.evaluate_detections`. IoU
-    is unchanged by scaling each axis, so the numbers are those of the original image sizes.
+    `detect_source` runs the detector, `detection_metrics` scores its detections; see them.
 
     Args:
       model: a detector, `{"images", "rois"}` -> "boxes", "scores", "classes" (1-based),
@@ -531,15 +527,39 @@ def evaluate_detector(model, source, *, proposals=None, image_size, batch_size=8
       image_size: `(height, width)`.
       batch_size: images per call.
       iou_threshold, use_07_metric: `evaluate_detections`'s.
+      coco_ap: add COCO's AP (`coco_evaluate`); None: when `source` was read from COCO JSON.
       verbose: 1 prints progress to stderr.
 
     Returns:
       `{"mAP@0.5": float, "AP/<class name>": float, ...}` (NaN for a class without
-      non-difficult ground truth; `mAP@0.5` averages the others).
+      non-difficult ground truth; `mAP@0.5` averages the others), then with `coco_ap`
+      "coco/AP", "coco/AP50", "coco/AP75", "coco/APs", "coco/APm", "coco/APl".
 
     Example:
       >>> evaluate_detector(detector, data.synthetic(200, image_size=128, seed=1),
       ...                   proposals=windows, image_size=(128, 128))["mAP@0.5"]
+    """
+    detections = detect_source(model, source, proposals=proposals, image_size=image_size, batch_size=batch_size,
+                               verbose=verbose)
+    return detection_metrics(detections, source, iou_threshold=iou_threshold, use_07_metric=use_07_metric,
+                             coco_ap=coco_ap)
+
+
+def detect_source(model, source, *, proposals=None, image_size, batch_size=8, verbose=0):
+    """A detector's detections on every example of `source`, in the original images' pixels.
+
+    Images are resized to `image_size` (`make_dataset`, unaugmented, in the source's order),
+    the detector runs on `proposals(images)` (on the images alone when it has an RPN), and its
+    boxes (NMS in the model) are scaled back to each example's own size, where its ground
+    truth and COCO's area ranges are.
+
+    Args:
+      model, source, proposals, image_size, batch_size, verbose: as in `evaluate_detector`.
+
+    Returns:
+      One dict per example, "boxes" `[D, 4]` yxyx pixels of the original image, "scores"
+      `[D]`, "classes" `[D]` 1-based, "num_detections" (rows after it are padding), as
+      `training.detection_eval` takes them.
     """
     num_classes = len(source.class_names)
     outputs = getattr(model, "output", None)
@@ -571,23 +591,54 @@ def evaluate_detector(model, source, *, proposals=None, image_size, batch_size=8
         result = model(inputs, training=False)
         return {key: result[key] for key in ("boxes", "scores", "classes", "num_detections")}
 
-    detections, ground_truths = [], []
-    examples = iter(source.examples)
-    for batch_index, (images, targets) in enumerate(dataset):
+    detections = []
+    for images, _ in dataset:
         detections += split_batch({key: value.numpy() for key, value in detect(images).items()})
-        for boxes, classes in zip(targets["boxes"].numpy(), targets["classes"].numpy()):
-            example = next(examples)
-            count = len(example.boxes)
-            difficult = np.zeros(count, bool) if example.difficult is None else np.asarray(example.difficult, bool)
-            ground_truths.append({"boxes": boxes[:count], "classes": classes[:count], "difficult": difficult})
         if verbose:
             print(f"evaluate_detector: {len(detections)}/{len(source.examples)} images", file=sys.stderr, flush=True)
-    result = evaluate_detections(
-        detections, ground_truths, num_classes=num_classes, iou_threshold=iou_threshold,
-        use_07_metric=use_07_metric, class_names=source.class_names,
-    )
+    height, width = image_size
+    for detection, example in zip(detections, source.examples):
+        original = example.size or load_image(example).shape[:2]
+        scale = np.array([original[0] / height, original[1] / width] * 2, np.float32)
+        detection["boxes"] = detection["boxes"] * scale
+    return detections
+
+
+COCO_METRICS = {"coco/AP": "AP@[.5:.95]", "coco/AP50": "AP@0.5", "coco/AP75": "AP@0.75",
+                "coco/APs": "AP_small", "coco/APm": "AP_medium", "coco/APl": "AP_large"}
+
+
+def detection_metrics(detections, source, *, iou_threshold=0.5, use_07_metric=False, coco_ap=None):
+    """VOC AP (and COCO's AP) of `detections` against the ground truth of `source`'s examples.
+
+    Detections and ground truth are in the original images' pixels (`detect_source`). VOC's AP
+    (`evaluate_detections`) ignores detections matched to difficult or crowd boxes; COCO's
+    (`coco_evaluate`, pycocotools' COCOeval) passes both as `iscrowd`, with COCO's object
+    areas where the source has them (`Example.area`).
+
+    Args:
+      detections: one dict per example of `source`, in its order.
+      source: the `DatasetSource` the detections were made on.
+      iou_threshold, use_07_metric, coco_ap: as in `evaluate_detector`.
+
+    Returns:
+      The dict `evaluate_detector` returns.
+    """
+    ground_truths = []
+    for example in source.examples:
+        truth = {"boxes": example.boxes, "classes": example.classes, "difficult": example.difficult,
+                 "crowd": example.crowd}
+        if example.area is not None:
+            truth["area"] = example.area
+        ground_truths.append(truth)
+    options = dict(num_classes=len(source.class_names), class_names=source.class_names)
+    result = evaluate_detections(detections, ground_truths, iou_threshold=iou_threshold,
+                                 use_07_metric=use_07_metric, **options)
     metrics = {f"mAP@{iou_threshold:g}": result[f"mAP@{iou_threshold:g}"]}
     metrics.update({f"AP/{name}": ap for name, ap in result["AP"].items()})
+    if coco_ap if coco_ap is not None else source.annotation_format == "coco":
+        coco = coco_evaluate(detections, ground_truths, **options)
+        metrics.update({name: coco[key] for name, key in COCO_METRICS.items()})
     return {name: float(value) for name, value in metrics.items()}
 
 
@@ -633,8 +684,11 @@ __all__ = [
     "BACKGROUND_IOU",
     "FOREGROUND_FRACTION",
     "FOREGROUND_IOU",
+    "COCO_METRICS",
     "FastRCNNTrainer",
     "ROIS_PER_IMAGE",
+    "detect_source",
+    "detection_metrics",
     "evaluate_detector",
     "fast_rcnn_loss",
     "has_area",

@@ -12,7 +12,9 @@ Inputs, one entry per image, in the same order for detections and ground truths:
   detections[i] = {"boxes": [N, 4], "scores": [N], "classes": [N]}, optionally with
     "num_detections" (only the first that many rows count), so a row of `layers.boxes.
     batched_nms` output (see `split_batch`) can be passed as it is;
-  ground_truths[i] = {"boxes": [M, 4], "classes": [M]}, optionally "difficult": [M] bool.
+  ground_truths[i] = {"boxes": [M, 4], "classes": [M]}, optionally "difficult": [M] bool,
+    "crowd": [M] bool (COCO's iscrowd; ignored like difficult boxes) and "area": [M] (COCO's
+    object areas for its small/medium/large ranges; default the boxes' areas).
 Boxes are `[ymin, xmin, ymax, xmax]` in pixels on the zoo's continuous axis (`layers.boxes`).
 Class ids are 1-based; rows of class 0 (background, padding) are skipped in both.
 
@@ -132,12 +134,17 @@ def _parse_ground_truths(entry, index, num_classes, function):
         _get(entry, "classes", name=name, function=function), len(boxes), num_classes,
         name=f"{name}['classes']", function=function,
     )
-    difficult = _get(entry, "difficult", name=name, function=function, required=False)
-    if difficult is None:
-        difficult = np.zeros(len(boxes), bool)
+    ignored = np.zeros(len(boxes), bool)
+    for key in ("difficult", "crowd"):
+        flags = _get(entry, key, name=name, function=function, required=False)
+        if flags is not None:
+            ignored |= _vector(flags, len(boxes), name=f"{name}[{key!r}]", function=function).astype(bool)
+    area = _get(entry, "area", name=name, function=function, required=False)
+    if area is None:
+        area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
     else:
-        difficult = _vector(difficult, len(boxes), name=f"{name}['difficult']", function=function).astype(bool)
-    return boxes, classes, difficult
+        area = _vector(area, len(boxes), name=f"{name}['area']", function=function).astype(np.float64)
+    return boxes, classes, ignored, area
 
 
 def _parse(detections, ground_truths, num_classes, class_names, function):
@@ -274,7 +281,7 @@ def _class_curves(detections, ground_truths, num_classes, iou_threshold):
     scores = [[] for _ in range(num_classes + 1)]
     outcomes = [[] for _ in range(num_classes + 1)]
     positives = np.zeros(num_classes + 1, np.int64)
-    for (boxes, det_scores, det_classes), (truth_boxes, truth_classes, difficult) in zip(detections, ground_truths):
+    for (boxes, det_scores, det_classes), (truth_boxes, truth_classes, difficult, _) in zip(detections, ground_truths):
         positives += np.bincount(truth_classes[~difficult], minlength=num_classes + 1)
         for class_id in np.unique(det_classes):
             if class_id == 0:
@@ -371,8 +378,8 @@ def _import_pycocotools():
         from pycocotools.cocoeval import COCOeval
     except ImportError as error:
         raise ImportError(
-            "coco_evaluate needs pycocotools: pip install pycocotools "
-            "(or install the zoo with its coco extra, pip install -e '.[coco]')"
+            "coco_evaluate needs pycocotools, which the zoo does not install by default: "
+            "pip install zoo[coco] (or pip install pycocotools)"
         ) from error
     return COCO, COCOeval
 
@@ -401,7 +408,7 @@ def coco_evaluate(detections, ground_truths, *, num_classes, class_names=None, m
 
     Boxes become COCO `[x, y, width, height]`; both use continuous areas, so the IoUs are
     those of `evaluate_detections`. COCO has no "difficult": difficult boxes are passed as
-    `iscrowd=1`, its only way to ignore a box, under which a detection is ignored when it
+    `iscrowd=1` like crowd boxes, its only way to ignore a box, under which a detection is ignored when it
     covers a crowd box by the threshold measured as intersection over the detection's own area
     (not IoU). COCO keeps the `max_detections` best detections per image and class, matches
     each detection to the best still-unmatched box, and interpolates precision at 101 recall
@@ -428,14 +435,14 @@ def coco_evaluate(detections, ground_truths, *, num_classes, class_names=None, m
     images = [{"id": index + 1} for index in range(len(detections))]
     categories = [{"id": k, "name": name} for k, name in enumerate(class_names, start=1)]
     truth_annotations, detection_annotations = [], []
-    for image_id, ((boxes, scores, classes), (truth_boxes, truth_classes, difficult)) in enumerate(
+    for image_id, ((boxes, scores, classes), (truth_boxes, truth_classes, difficult, areas)) in enumerate(
         zip(detections, ground_truths), start=1
     ):
-        for box, class_id, hard in zip(_xywh(truth_boxes), truth_classes, difficult):
+        for box, class_id, hard, area in zip(_xywh(truth_boxes), truth_classes, difficult, areas):
             if class_id:
                 truth_annotations.append({
                     "id": len(truth_annotations) + 1, "image_id": image_id, "category_id": int(class_id),
-                    "bbox": [float(v) for v in box], "area": float(box[2] * box[3]), "iscrowd": int(hard),
+                    "bbox": [float(v) for v in box], "area": float(area), "iscrowd": int(hard),
                 })
         for box, score, class_id in zip(_xywh(boxes), scores, classes):
             if class_id:
