@@ -7,7 +7,10 @@
 
 What a run leaves in `out_dir`: `model.keras` (the final model), `best.keras` (the best on the
 monitored validation metric), `backup/epoch-NNNN/` (what `resume=True` starts from),
-`history.json`, `run.json` (the configuration and the class list) and `logs/` (TensorBoard).
+`history.json`, `run.json` (the configuration, the class list and the model's weight shapes,
+written when the run starts and again at its end) and `logs/` (TensorBoard). A resumed run must
+agree with `run.json` in every `RESUME_SETTINGS` entry (the model, its weights' shapes, the class
+list and the optimisation settings; the number of epochs may change).
 
 Determinism: the data of epoch `e` is a function of `(seed, e)` alone (shuffling and
 augmentation use stateless seeds), and a backup holds the weights, the optimizer's state and
@@ -19,7 +22,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -237,6 +242,111 @@ def _say(verbose, message):
         print(message, file=sys.stderr, flush=True)
 
 
+# What a resumed run must share with the run it continues, as (label, where in run.json): each
+# changes what the backup's weights, optimizer state or data order mean. `epochs` (to extend a
+# run), `precise_bn`, `early_stopping_patience`, `jit_compile`, `strategy` and `backup_every`
+# may change.
+RESUME_SETTINGS = (
+    ("model", ("model",)), ("model weights", ("model_weights",)), ("task", ("task",)),
+    ("classes", ("class_names",)), ("optimizer", ("config", "optimizer")), ("lr", ("config", "learning_rate")),
+    ("schedule", ("config", "schedule")), ("warm-up epochs", ("config", "warmup_epochs")),
+    ("momentum", ("config", "momentum")), ("weight decay", ("config", "weight_decay")),
+    ("batch norm", ("config", "batch_norm")), ("frozen stages", ("config", "freeze_stages")),
+    ("augmentation", ("config", "augment")), ("validation fraction", ("config", "validation_fraction")),
+    ("mixed precision", ("config", "mixed_precision")), ("adversarial epsilon", ("config", "adversarial_epsilon")),
+    ("adversarial ratio", ("config", "adversarial_ratio")), ("seed", ("config", "seed")),
+    ("batch size", ("config", "batch_size")), ("image size", ("config", "image_size")),
+)
+
+
+def _weights_signature(model) -> dict:
+    """The model's weight arrays as a count, a parameter count and a digest of their shapes in
+    order: what a backup's weights must match (names are left out, Keras numbers them per process)."""
+    shapes = [list(variable.shape) for variable in model.weights]
+    digest = hashlib.sha1(json.dumps(shapes).encode()).hexdigest()[:12]
+    return {"arrays": len(shapes), "parameters": int(sum(np.prod(shape, dtype=np.int64) for shape in shapes)),
+            "shapes_sha1": digest}
+
+
+def _run_record(model, task, source, config, metadata) -> dict:
+    """What `run.json` holds: written when the run starts (so that `resume` can compare) and again at the end."""
+    record = {
+        "model": model.name,
+        "task": task.name,
+        "class_names": list(source.class_names),
+        "class_source": source.class_source,
+        "config": dataclasses.asdict(config),
+        "model_weights": _weights_signature(model),
+        **(metadata or {}),
+    }
+    return json.loads(json.dumps(record))  # tuples as lists, as they read back
+
+
+def _setting_text(label, value) -> str:
+    if isinstance(value, dict) and "parameters" in value:
+        return f"{label} of {value['arrays']} arrays, {value['parameters']:,} parameters"
+    if label == "image size" and isinstance(value, list):
+        return f"{label} {'x'.join(map(str, value))}"
+    if label == "classes" and isinstance(value, list):
+        names = ",".join(map(str, value[:8])) + (",..." if len(value) > 8 else "")
+        return f"{len(value)} classes {names}"
+    if value is None:
+        return f"{label} default"
+    return f"{label} {value:g}" if isinstance(value, float) else f"{label} {value}"
+
+
+def resume_differences(stored: dict, record: dict) -> list[tuple[str, object, object]]:
+    """`(label, stored value, new value)` for each `RESUME_SETTINGS` entry that differs; entries an
+    older `run.json` lacks are not compared, and the weights only when the model's name agrees."""
+    differences = []
+    for label, keys in RESUME_SETTINGS:
+        old, new = stored, record
+        for key in keys:
+            old = old.get(key, KeyError) if isinstance(old, dict) else KeyError
+            new = new.get(key, KeyError) if isinstance(new, dict) else KeyError
+        if old is KeyError or new is KeyError or old == new:
+            continue
+        if label == "model weights" and any(name == "model" for name, _, _ in differences):
+            continue
+        differences.append((label, old, new))
+    return differences
+
+
+def _check_resumable(out_dir: Path, record: dict) -> None:
+    """Raises ValueError naming every setting in which `record` differs from the run's `run.json`."""
+    path = out_dir / "run.json"
+    try:
+        stored = json.loads(path.read_text())
+    except FileNotFoundError:
+        return  # a run from before run.json was written at the start: nothing to compare with
+    except (OSError, ValueError) as error:
+        raise ValueError(f"--resume: {path} cannot be read ({error}); it says how the run was trained") from None
+    differences = resume_differences(stored, record)
+    if differences:
+        old = ", ".join(_setting_text(label, value) for label, value, _ in differences)
+        new = ", ".join(_setting_text(label, value) for label, _, value in differences)
+        raise ValueError(
+            f"--resume: the run in {out_dir} was trained with {old}; this command asks for {new}. "
+            "Resume with the run's settings, or train a new run in another directory"
+        )
+
+
+def _write_json_atomically(path: Path, content) -> None:
+    """`content` as JSON at `path`, through a temporary file in the same folder and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".json.partial", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w") as stream:
+            json.dump(content, stream, indent=1)
+        mask = os.umask(0o022)
+        os.umask(mask)
+        os.chmod(temporary, 0o666 & ~mask)
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+
+
 def train(
     build_model: Callable[[int], keras.Model],
     train_source,
@@ -264,7 +374,10 @@ def train(
       metadata: more JSON-able entries for `run.json` (`zoo train` stores its resolved recipe).
 
     Raises:
-      FileExistsError: `out_dir` holds a backup and `resume` is False.
+      FileExistsError: `out_dir` holds a backup and `resume` is False, or a finished run
+        (`model.keras`) and no backup.
+      ValueError: `resume` and the run's `run.json` differ in a `RESUME_SETTINGS` entry (the
+        message names each, with the run's value and this call's).
       TrainingDiverged: the loss became NaN or Inf.
     """
     task = get_task(task)
@@ -282,6 +395,12 @@ def train(
         raise FileExistsError(
             f"{out_dir} holds a backup of an earlier run ({latest.name}); pass resume=True "
             "(`zoo train ... --resume`) to continue it, or choose another output directory"
+        )
+    if latest is None and (out_dir / "model.keras").exists():
+        raise FileExistsError(
+            f"{out_dir} holds a finished run (model.keras) and no backup to "
+            f"{'resume' if resume else 'continue'} it from; choose another output directory, or move "
+            "the run away first if you mean to replace it"
         )
     if resume and latest is None:
         _say(verbose, f"resume: no backup in {out_dir / 'backup'}, starting from the beginning")
@@ -333,6 +452,11 @@ def train(
             stateful.append(EarlyStopping(monitor, config.early_stopping_patience))
         backup = Backup(write_dir / "backup", every=config.backup_every, stateful=stateful, nan_guard=nan_guard)
         backup.set_model(trainee)
+        record = _run_record(model, task, train_source, config, metadata)
+        if resume and latest is not None:
+            _check_resumable(out_dir, record)
+        if chief:
+            _write_json_atomically(write_dir / "run.json", record)
         initial_epoch = 0
         if resume and latest is not None:
             initial_epoch = backup.restore(latest)
@@ -383,15 +507,7 @@ def train(
             )
         save_model_atomically(model, write_dir / "model.keras")
         (write_dir / "history.json").write_text(json.dumps(backup.history, indent=1))
-        run = {
-            "model": model.name,
-            "task": task.name,
-            "class_names": list(train_source.class_names),
-            "class_source": train_source.class_source,
-            "config": dataclasses.asdict(config),
-            **(metadata or {}),
-        }
-        (write_dir / "run.json").write_text(json.dumps(run, indent=1))
+        _write_json_atomically(write_dir / "run.json", record)
         best = stateful[0]
         return TrainResult(
             model=model, history=backup.history, out_dir=out_dir, class_names=tuple(train_source.class_names),
