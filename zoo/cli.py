@@ -301,11 +301,12 @@ def _detection_options(args, image_size, *, training, rpn=False):
     return task_options
 
 
-def _augmentation(task, disabled):
-    """False with --no-augment; DeepLab's (scale 0.5 to 2, mean padding, flips) for segmenters."""
+def _augmentation(recipe_augmentation, disabled):
+    """False with --no-augment; the recipe's: DeepLab's (scale 0.5 to 2, mean padding, flips)
+    or the trainer's standard one (True)."""
     if disabled:
         return False
-    if task == "segmentation":
+    if recipe_augmentation == "deeplab":
         from training.segmentation import DEEPLAB_AUGMENTATION
 
         return dict(DEEPLAB_AUGMENTATION)
@@ -325,7 +326,8 @@ def _recipe_settings(args, recipe):
     print(
         f"recipe: {settings['optimizer']} lr {settings['learning_rate']:g}, {settings['schedule']} schedule, warm-up "
         f"{settings['warmup_epochs']:g} epochs, batch {settings['batch_size']}, weight decay {decay}, batch norm "
-        f"{settings['batch_norm']}{rois}, precise batch norm over {args.precise_bn} batches{given}; "
+        f"{settings['batch_norm']}{rois}, {'no' if args.no_augment else settings['augmentation']} augmentation, "
+        f"precise batch norm over {args.precise_bn} batches{given}; "
         f"see `zoo describe {args.model}`", file=sys.stderr,
     )
     return settings
@@ -344,7 +346,7 @@ def cmd_train(args) -> int:
         optimizer=settings["optimizer"], learning_rate=settings["learning_rate"], schedule=settings["schedule"],
         warmup_epochs=settings["warmup_epochs"], momentum=settings["momentum"],
         weight_decay=settings["weight_decay"], batch_norm=settings["batch_norm"], precise_bn=args.precise_bn,
-        freeze_stages=args.freeze_stages, augment=_augmentation(task, args.no_augment),
+        freeze_stages=args.freeze_stages, augment=_augmentation(settings["augmentation"], args.no_augment),
         early_stopping_patience=args.early_stopping, mixed_precision=args.mixed_precision,
         jit_compile=args.jit_compile, strategy=args.strategy,
         adversarial_epsilon=args.adversarial_epsilon, seed=args.seed,
@@ -355,6 +357,11 @@ def cmd_train(args) -> int:
     validation = None
     if args.val_split:
         validation = _read_dataset(args, split=args.val_split, classes=source.class_names, task=task)
+        if not source.split_lists:
+            # A folder without split lists: train on what the held-out 'val' leaves, never on both.
+            from training import split_validation
+
+            source = split_validation(source, config.validation_fraction, args.seed)[0]
     overrides = dict(args.set or [])
     rpn = task == "detection" and _has_rpn(args.model)
     if rpn:

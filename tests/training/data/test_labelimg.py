@@ -99,3 +99,18 @@ def test_zoo_train_then_evaluate_the_held_out_images_in_separate_processes(tmp_p
     metrics = json.loads(evaluated.stdout.strip().splitlines()[-1])
     assert set(metrics) == {"mAP@0.5", "AP/helmet", "AP/vest"}  # VOC data: no COCO metrics
     assert 0.0 <= metrics["mAP@0.5"] <= 1.0
+
+
+def test_zoo_train_val_split_val_on_a_folder_trains_only_on_what_it_does_not_hold_out(tmp_path):
+    from tests.helpers import run_zoo
+
+    root = write_labelimg(tmp_path / "labels")
+    trained = run_zoo("train", "fast_rcnn_vgg16", "--dataset", f"voc:{root}", "--val-split", "val", "--image-size",
+                      "32", "32", "--batch-size", "2", "--seed", "1", "--proposal-stride", "16", "--proposal-scales",
+                      "16", "32", "--quiet", "--epochs", "1", "--rois-per-image", "8", "--precise-bn", "0", "--set",
+                      "fc_units=16", "--out", tmp_path / "run")
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    train_line = next(line for line in trained.stderr.splitlines() if line.startswith("train: voc:"))
+    validation_line = next(line for line in trained.stderr.splitlines() if line.startswith("validation: "))
+    assert ": 8 examples" in train_line, train_line
+    assert ": 2 examples" in validation_line, validation_line
