@@ -24,7 +24,8 @@ def test_resolve_keeps_the_recipe_where_no_flag_is_given():
     settings = recipe.resolve(epochs=20, optimizer=None, learning_rate=None, batch_size=None)
     assert settings == {
         "optimizer": "sgd", "learning_rate": 0.02, "schedule": "cosine", "batch_size": 16, "warmup_epochs": 2.0,
-        "momentum": 0.9, "weight_decay": None, "batch_norm": "fine_tune", "rois_per_image": None, "given": [],
+        "momentum": 0.9, "weight_decay": None, "batch_norm": "fine_tune", "rois_per_image": None, "augmentation": "standard",
+        "given": [],
     }
 
 
@@ -48,7 +49,8 @@ def test_resolve_refuses_unknown_settings():
 
 def test_describe_shows_the_recipe():
     text = str(zoo.describe("deeplabv3plus_mobilenetv2"))
-    assert "training recipe (zoo train's defaults): adam lr 0.001 (batch 8), poly schedule, warm-up 5% of the run" in text
+    assert "training recipe (zoo train's defaults): adam lr 0.003 (batch 8), poly schedule, warm-up 5% of the run" in text
+    assert "standard augmentation" in text
 
 
 def test_zoo_train_prints_and_stores_the_recipe_it_used(tmp_path):
@@ -57,6 +59,7 @@ def test_zoo_train_prints_and_stores_the_recipe_it_used(tmp_path):
                       "--batch-size", "8", "--quiet", "--out", out)
     assert process.returncode == 0, process.stderr[-3000:]
     assert "recipe: sgd lr 0.005, cosine schedule, warm-up 0 epochs, batch 8" in process.stderr
+    assert "standard augmentation" in process.stderr
     assert "(from your flags: batch_size)" in process.stderr
     recipe = json.loads((out / "run.json").read_text())["recipe"]
     assert recipe["optimizer"] == "sgd" and recipe["learning_rate"] == pytest.approx(0.005)
