@@ -25,6 +25,11 @@ them for an hour (`remove_stale_temporaries`). `$ZOO_WEIGHTS_MIRROR` replaces th
 `$ZOO_OFFLINE=1` forbids downloads. Entries that publish no hash (the DeepLab archives) load only
 with an explicit `expected_hash` (`fetch_entry`) or `$ZOO_ALLOW_UNVERIFIED_WEIGHTS=1`; formats
 this module cannot read (`tf_checkpoint_archive`) need an importer (`register_importer`).
+
+Archives are extracted by `extract_archive`: plain files and folders only, inside the target,
+and at most `archive_byte_limit` bytes in all (100 times the archive's size, at least 16 MiB;
+`$ZOO_MAX_ARCHIVE_BYTES` or `max_bytes` sets another limit), counted from the members' headers
+before anything is written, so a decompression bomb is refused and leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -88,6 +93,7 @@ ENV_HOME = "ZOO_HOME"  # the cache is $ZOO_HOME/weights
 ENV_MIRROR = "ZOO_WEIGHTS_MIRROR"  # replaces scheme://host[:port] of every URL
 ENV_OFFLINE = "ZOO_OFFLINE"  # "1": never download; a file missing from the cache is an error
 ENV_ALLOW_UNVERIFIED = "ZOO_ALLOW_UNVERIFIED_WEIGHTS"  # "1": load entries that publish no hash
+ENV_MAX_ARCHIVE_BYTES = "ZOO_MAX_ARCHIVE_BYTES"  # bytes an archive may extract to (extract_archive)
 
 FORMATS = ("h5", "weights.h5", "keras", "tf_checkpoint_archive")
 TASKS = ("classification", "detection", "segmentation")
@@ -563,6 +569,69 @@ def load_weights(model, weights: str | os.PathLike, *, model_name: str, config=N
 
 
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz")
+# A checkpoint's floats barely compress (DeepLab's archives extract to about 1.1 times their
+# size); an archive that extracts to 100 times its size is a decompression bomb, not weights.
+ARCHIVE_EXPANSION_LIMIT = 100
+ARCHIVE_MINIMUM_LIMIT = 16 * 2**20
+
+
+def archive_byte_limit(archive: str | os.PathLike) -> int:
+    """How many bytes `archive` may extract to: `$ZOO_MAX_ARCHIVE_BYTES` when set, else
+    `ARCHIVE_EXPANSION_LIMIT` times its size, at least `ARCHIVE_MINIMUM_LIMIT`."""
+    setting = os.environ.get(ENV_MAX_ARCHIVE_BYTES)
+    if setting:
+        try:
+            return int(setting)
+        except ValueError:
+            raise ValueError(f"{ENV_MAX_ARCHIVE_BYTES} must be a number of bytes, got {setting!r}") from None
+    return max(ARCHIVE_MINIMUM_LIMIT, ARCHIVE_EXPANSION_LIMIT * os.path.getsize(archive))
+
+
+def extract_archive(archive: str | os.PathLike, directory: str | os.PathLike, *, max_bytes: int | None = None) -> Path:
+    """Extract the `.tar.gz` `archive` into `directory`, which must not exist yet; returns it.
+
+    Every member is checked before anything is written: plain files and folders only (no
+    links or devices), no absolute names or `..`, and at most `max_bytes` bytes in all
+    (default `archive_byte_limit(archive)`; the count stops as soon as it is passed, so a bomb
+    costs no more than the limit to read). The members go to a temporary folder beside
+    `directory`, renamed into place at the end: on any error nothing is left.
+
+    Raises:
+      ValueError: the archive is unreadable, unsafe or over the limit (the message says which,
+        and how to raise the limit).
+      FileExistsError: `directory` exists.
+    """
+    archive, directory = Path(archive), Path(directory)
+    limit = archive_byte_limit(archive) if max_bytes is None else int(max_bytes)
+    if directory.exists():
+        raise FileExistsError(f"extract_archive: {directory} exists; give a new folder to extract {archive} into")
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".partial", dir=directory.parent))
+    try:
+        with tarfile.open(archive, "r:*") as tar:
+            total, members = 0, []
+            for member in tar:
+                name = Path(member.name)
+                if name.is_absolute() or ".." in name.parts or not (member.isfile() or member.isdir()):
+                    raise ValueError(
+                        f"archive {archive}: refusing member {member.name!r} (absolute, outside the archive, "
+                        f"or not a plain file or folder)"
+                    )
+                total += member.size
+                if total > limit:
+                    raise ValueError(
+                        f"archive {archive} ({os.path.getsize(archive):,} bytes) extracts to more than {limit:,} "
+                        f"bytes (a decompression bomb?); refused before extracting. If you trust it, raise the limit "
+                        f"with {ENV_MAX_ARCHIVE_BYTES}=BYTES (or max_bytes=)"
+                    )
+                members.append(member)
+            tar.extractall(staging, members=members, filter="data")
+        os.replace(staging, directory)
+    except (tarfile.TarError, EOFError, OSError) as error:
+        raise ValueError(f"archive {archive} is not a readable .tar.gz: {error}") from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return directory
 
 
 def load_weights_file(model, path: str | os.PathLike) -> LoadReport:

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import tarfile
 import tempfile
 from pathlib import Path
 from typing import Callable
@@ -177,7 +176,7 @@ def load_slim_checkpoint(
     """
     try:
         reader = tf.train.load_checkpoint(str(path))
-    except (tf.errors.NotFoundError, tf.errors.DataLossError, ValueError) as error:
+    except (tf.errors.OpError, ValueError) as error:  # OpError: a bogus .index ("not an sstable")
         raise ValueError(f"load_slim_checkpoint: {path} is not a TF checkpoint: {error}") from None
     stored_shapes = reader.get_variable_to_shape_map()
 
@@ -213,8 +212,16 @@ def load_slim_checkpoint(
     )
     if strict and (not report.complete or report.unexpected):
         raise ValueError(f"load_slim_checkpoint(strict=True): nothing was assigned\n{report}")
-    for variable, slim_name in assignments:
-        variable.assign(reader.get_tensor(slim_name).astype(variable.dtype))
+    # Every value is read before the first is assigned: a corrupt data file leaves the model as it was.
+    try:
+        values = [reader.get_tensor(slim_name) for _, slim_name in assignments]
+    except (tf.errors.OpError, IndexError) as error:  # IndexError: "Read less bytes than requested"
+        raise ValueError(
+            f"load_slim_checkpoint: {path} cannot be read (a corrupt or cut-short data file?): "
+            f"{str(error).splitlines()[0] if str(error) else type(error).__name__}; nothing was assigned"
+        ) from None
+    for (variable, slim_name), value in zip(assignments, values):
+        variable.assign(value.astype(variable.dtype))
         report.loaded.append(slim_name)
     return report
 
@@ -222,22 +229,11 @@ def load_slim_checkpoint(
 # --------------------------------------------------------------------------- archives
 
 
-def _safe_extract(archive: Path, directory: Path) -> None:
-    """Extract a `.tar.gz` into `directory`, refusing members that would land outside it, links
-    and device files (a checkpoint archive holds plain files and folders only)."""
-    try:
-        with tarfile.open(archive, "r:*") as tar:
-            members = tar.getmembers()
-            for member in members:
-                name = Path(member.name)
-                if name.is_absolute() or ".." in name.parts or not (member.isfile() or member.isdir()):
-                    raise ValueError(
-                        f"checkpoint archive {archive}: refusing member {member.name!r} (absolute, outside "
-                        f"the archive, or not a plain file or folder)"
-                    )
-            tar.extractall(directory, members=members, filter="data")
-    except (tarfile.TarError, EOFError, OSError) as error:
-        raise ValueError(f"checkpoint archive {archive} is not a readable .tar.gz: {error}") from None
+def _safe_extract(archive: Path, directory: Path, *, max_bytes: int | None = None) -> Path:
+    """`zoo.weights.extract_archive` into a new folder `directory / "archive"`: plain files and
+    folders inside it only, and a size limit (`$ZOO_MAX_ARCHIVE_BYTES`) against decompression
+    bombs; returns the folder."""
+    return weights_lib.extract_archive(archive, Path(directory) / "archive", max_bytes=max_bytes)
 
 
 def find_checkpoint_prefix(directory) -> Path:
@@ -268,16 +264,16 @@ def as_load_report(report: SlimLoadReport, source) -> weights_lib.LoadReport:
     return result
 
 
-def import_checkpoint_archive(model, path) -> weights_lib.LoadReport:
-    """The `tf_checkpoint_archive` importer: extract the DeepLab `.tar.gz` to a temporary folder,
-    find its checkpoint and `load_slim_checkpoint` it into `model` with DeepLab's names."""
+def import_checkpoint_archive(model, path, *, max_bytes: int | None = None) -> weights_lib.LoadReport:
+    """The `tf_checkpoint_archive` importer: extract the DeepLab `.tar.gz` to a temporary folder
+    (`zoo.weights.extract_archive`, at most `max_bytes`), find its checkpoint and
+    `load_slim_checkpoint` it into `model` with DeepLab's names."""
     path = Path(path)
     with tempfile.TemporaryDirectory(prefix="zoo-slim-") as directory:
         if path.is_dir() or Path(f"{path}.index").is_file():
             prefix = find_checkpoint_prefix(path) if path.is_dir() else path
         else:
-            _safe_extract(path, Path(directory))
-            prefix = find_checkpoint_prefix(directory)
+            prefix = find_checkpoint_prefix(_safe_extract(path, Path(directory), max_bytes=max_bytes))
         report = load_slim_checkpoint(model, prefix)
     return as_load_report(report, path)
 
