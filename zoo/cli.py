@@ -134,16 +134,42 @@ def cmd_demo(args) -> int:
     return 0
 
 
-def _inspected_model(args, image_shape):
-    """`args.model` as a `.keras` file, or the registered model built for the image's size."""
+def load_keras_file(path, *, option="--weights"):
+    """`keras.saving.load_model(path, safe_mode=True)` for the CLI: a missing, truncated or
+    foreign file is a ValueError naming `option` and the file (Keras reports a cut-short zip as
+    "File not found"), never a traceback."""
+    import zipfile
+
     import keras
 
+    from zoo.weights import file_problem
+
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{option} {path}: no such file")
+    problem = file_problem(path)
+    if problem:
+        raise ValueError(f"{option} {path} cannot be read as a .keras file (truncated or not a Keras file? "
+                         f"{problem})")
+    try:
+        return keras.saving.load_model(path, safe_mode=True)
+    except (ValueError, KeyError, OSError, zipfile.BadZipFile) as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ValueError(f"{option} {path} is not a model Keras can load: {reason}") from None
+
+
+def _refuse_file_as_out(out, holds) -> None:
+    """`--out` is a directory the command writes `holds` into: an existing file there is a mistake."""
+    if Path(out).exists() and not Path(out).is_dir():
+        raise ValueError(f"--out {out} is a file; give a directory, which will hold {holds}")
+
+
+def _inspected_model(args, image_shape):
+    """`args.model` as a `.keras` file, or the registered model built for the image's size."""
     import zoo
 
     if str(args.model).endswith(".keras"):
-        if not Path(args.model).is_file():
-            raise ValueError(f"model {args.model}: no such file")
-        return keras.saving.load_model(args.model)
+        return load_keras_file(args.model, option="model")
     overrides = dict(args.set or [])
     if zoo.describe(args.model).task == "classification":
         # Without the top, any image size goes through; the feature maps are the same layers.
@@ -337,6 +363,7 @@ def cmd_train(args) -> int:
     import zoo
     from training import TrainConfig, TrainingDiverged, train
 
+    _refuse_file_as_out(args.out, "the run (model.keras, run.json, backup/)")
     description = zoo.describe(args.model)
     task = description.task
     image_size = tuple(args.image_size)
@@ -390,14 +417,10 @@ def cmd_train(args) -> int:
 
 def _load_trained(name, weights, image_size, classes, task="classification"):
     """A `.keras` file from `zoo train`, or the registered model with a weights file / tag."""
-    import keras
-
     import zoo
 
     if str(weights).endswith(".keras"):
-        if not Path(weights).is_file():
-            raise ValueError(f"--weights {weights}: no such file")
-        return keras.saving.load_model(weights)
+        return load_keras_file(weights)
     count = "classes" if task == "classification" else "num_classes"
     extra = 1 if task == "segmentation" else 0
     return zoo.build(name, weights=weights, **{count: len(classes) + extra}, input_shape=(*image_size, 3))
@@ -448,6 +471,7 @@ def cmd_predict(args) -> int:
     import zoo
     from zoo.predict import model_input_names, predict_files
 
+    _refuse_file_as_out(args.out, "the pictures and predictions.json")
     task = zoo.describe(args.model).task
     classes = _class_names(args, args.weights)
     if str(args.weights).endswith(".keras"):
@@ -495,15 +519,12 @@ def _add_proposal_arguments(parser):
 def cmd_export(args) -> int:
     import zoo
 
+    _refuse_file_as_out(args.out, "the SavedModel")
     overrides = dict(args.set or [])
     if args.weights and str(args.weights).endswith(".keras"):
-        import keras
-
-        if not Path(args.weights).is_file():
-            raise ValueError(f"--weights {args.weights}: no such file")
         if overrides:
             raise ValueError("--set does not apply to a .keras model, which carries its own config")
-        model = keras.saving.load_model(args.weights, safe_mode=True)
+        model = load_keras_file(args.weights)
     else:
         if args.weights is None:
             print("zoo export: no --weights: exporting randomly initialised weights", file=sys.stderr)
