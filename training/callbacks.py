@@ -18,20 +18,21 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
+from typing import Callable
 
 import keras
 
 BACKUP_PATTERN = re.compile(r"^epoch-(\d{4,})$")
 
 
-def save_model_atomically(model: keras.Model, path: str | os.PathLike) -> Path:
-    """`model.save(path)` through a temporary file in the same directory and a rename.
+def write_atomically(path: str | os.PathLike, write: Callable[[str], object]) -> Path:
+    """`write(temporary)` into a temporary file in `path`'s directory, then a rename to `path`.
 
     The temporary file is `.NAME.<8 random characters>.SUFFIX` (`.best.k3j4h5g6.keras`). Such
-    files that nothing has written to for an hour are left by a save killed before its rename
-    (SIGKILL): each save removes them from its directory first (only that pattern, only regular
+    files that nothing has written to for an hour are left by a write killed before its rename
+    (SIGKILL): each write removes them from its directory first (only that pattern, only regular
     files; age rather than a process id decides, as the folder may be shared between machines).
-    The saved file gets the umask's usual mode, not `mkstemp`'s 0600.
+    The written file gets the umask's usual mode, not `mkstemp`'s 0600.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -48,7 +49,7 @@ def save_model_atomically(model: keras.Model, path: str | os.PathLike) -> Path:
         except OSError:
             pass
     try:
-        model.save(temporary)
+        write(temporary)
         mask = os.umask(0o022)
         os.umask(mask)
         os.chmod(temporary, 0o666 & ~mask)
@@ -57,6 +58,11 @@ def save_model_atomically(model: keras.Model, path: str | os.PathLike) -> Path:
         if os.path.exists(temporary):
             os.remove(temporary)
     return path
+
+
+def save_model_atomically(model: keras.Model, path: str | os.PathLike) -> Path:
+    """`model.save(path)` through `write_atomically` (a temporary file and a rename)."""
+    return write_atomically(path, model.save)
 
 
 def _improved(value, best, mode) -> bool:

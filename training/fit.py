@@ -24,7 +24,6 @@ import contextlib
 import dataclasses
 import hashlib
 import json
-import os
 import shutil
 import sys
 import tempfile
@@ -38,7 +37,7 @@ import tensorflow as tf
 from training import data as data_lib
 from training.adversarial import AdversarialModel
 from training.callbacks import Backup, BestCheckpoint, EarlyStopping, StalledValidation, StopOnNaN
-from training.callbacks import save_model_atomically
+from training.callbacks import save_model_atomically, write_atomically
 from training.distribute import is_chief, make_strategy
 from training.optimizers import OPTIMIZERS, SCHEDULES, WarmupSchedule, make_optimizer
 from training.precise_bn import PreciseBatchNorm, trainable_batch_norms
@@ -332,19 +331,8 @@ def _check_resumable(out_dir: Path, record: dict) -> None:
 
 
 def _write_json_atomically(path: Path, content) -> None:
-    """`content` as JSON at `path`, through a temporary file in the same folder and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".json.partial", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w") as stream:
-            json.dump(content, stream, indent=1)
-        mask = os.umask(0o022)
-        os.umask(mask)
-        os.chmod(temporary, 0o666 & ~mask)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
+    """`content` as JSON at `path`, through `write_atomically` (a temporary file and a rename)."""
+    write_atomically(path, lambda temporary: Path(temporary).write_text(json.dumps(content, indent=1)))
 
 
 def train(
