@@ -89,7 +89,8 @@ def estimate_batch_norm_statistics(
         of inputs; the first `num_batches` are used.
       num_batches: how many batches to average over (>= 1).
       forward: `data -> anything`, the training-mode forward pass (default: the model's
-        `batch_norm_forward`, else `model(inputs, training=True)`).
+        `batch_norm_forward`, else `model(inputs, training=True)`). A `tf.function` is used as
+        it is (so that a caller estimating every epoch traces once), anything else is wrapped.
 
     Returns:
       The number of layers updated (0 when the model has no trainable batch norm; the data is
@@ -117,7 +118,8 @@ def estimate_batch_norm_statistics(
         # moving variables; Keras reads the momentum when it traces, so it is 0 for this trace.
         for layer in layers:
             layer.momentum = 0.0
-        step = tf.function(forward, reduce_retracing=True)
+        step = forward if isinstance(forward, tf.types.experimental.PolymorphicFunction) else tf.function(
+            forward, reduce_retracing=True)
         for data in itertools.islice(batches, num_batches):
             step(data)
             for layer, (mean_sum, variance_sum) in zip(layers, sums):
@@ -165,7 +167,7 @@ class PreciseBatchNorm(keras.callbacks.Callback):
         if isinstance(num_batches, bool) or not isinstance(num_batches, int) or num_batches < 1:
             raise ValueError(f"PreciseBatchNorm: num_batches must be a positive integer, got {num_batches!r}")
         self.batches, self.num_batches, self.nan_guard, self.verbose = batches, num_batches, nan_guard, verbose
-        self._epoch, self._last_full = 0, True
+        self._epoch, self._last_full, self._forward = 0, True, None
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
@@ -187,7 +189,13 @@ class PreciseBatchNorm(keras.callbacks.Callback):
             self._estimate(self.num_batches)
 
     def _estimate(self, count):
-        updated = estimate_batch_norm_statistics(self.model, self.batches(self._epoch), num_batches=count)
+        if self._forward is None:
+            # Traced once, while the momenta are 0 (see estimate_batch_norm_statistics), and
+            # reused by every later estimate.
+            self._forward = tf.function(_default_forward(self.model), reduce_retracing=True)
+        updated = estimate_batch_norm_statistics(
+            self.model, self.batches(self._epoch), num_batches=count, forward=self._forward
+        )
         self._last_full = count >= self.num_batches
         if self.verbose and updated:
             print(f"\nprecise batch norm: {updated} layers re-estimated from {count} training batches", flush=True)

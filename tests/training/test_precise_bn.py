@@ -190,3 +190,33 @@ def test_mirrored_strategy_gives_the_one_device_statistics():
     for ours, theirs in zip(out["mirrored"], out["one"]):
         np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-6)
     assert not np.allclose(out["one"][0], 0.0)
+
+
+def test_the_callback_estimates_before_each_validation_and_traces_once():
+    model = _two_bn_model()
+    model.compile(optimizer=keras.optimizers.SGD(0.01), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    rng = np.random.default_rng(3)
+    images = rng.normal(2.0, 1.5, (24, 5, 6, 3)).astype("float32")
+    labels = rng.integers(0, 2, 24).astype("int32")
+    epoch_batches = {}
+
+    def batches(epoch):  # a function of the epoch, like the trainer's
+        epoch_batches[epoch] = [np.roll(images, epoch, axis=0)[i:i + 4] for i in range(0, 24, 4)]
+        return iter(epoch_batches[epoch])
+
+    seen = []
+
+    class Probe(keras.callbacks.Callback):  # what the validation of each epoch sees
+        def on_test_begin(self, logs=None):
+            seen.append(model.get_layer("bn2").moving_mean.numpy().copy())
+
+    callback = PreciseBatchNorm(batches, num_batches=5)
+    model.fit(images, labels, batch_size=4, epochs=3, validation_data=(images, labels), verbose=0,
+              callbacks=[callback, Probe()])
+    assert callback._forward.experimental_get_tracing_count() == 1
+    assert len(seen) == 3 and not np.allclose(seen[0], seen[1])
+    # Epochs before the last use ceil(6 steps / 5) = 2 batches, the last one all 5.
+    reference = _reference_statistics(model, epoch_batches[2][:5])
+    np.testing.assert_allclose(seen[2], reference["bn2"][0], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(model.get_layer("bn1").moving_variance.numpy(), reference["bn1"][1], rtol=1e-4,
+                               atol=1e-5)
