@@ -134,9 +134,11 @@ def cmd_demo(args) -> int:
 
 
 def load_keras_file(path, *, option="--weights"):
-    """`keras.saving.load_model(path, safe_mode=True)` for the CLI: a missing, truncated or
-    foreign file is a ValueError naming `option` and the file (Keras reports a cut-short zip as
-    "File not found"), never a traceback."""
+    """`keras.saving.load_model(path, safe_mode=True, compile=False)` for the CLI: a missing,
+    truncated or foreign file is a ValueError naming `option` and the file (Keras reports a
+    cut-short zip as "File not found"), never a traceback. No verb but `train` needs the
+    training state, and leaving it out means a `model.keras` from `zoo train` loads in a new
+    process that has not imported `training` (whose schedule and loss its optimizer names)."""
     import zipfile
 
     import keras
@@ -151,7 +153,7 @@ def load_keras_file(path, *, option="--weights"):
         raise ValueError(f"{option} {path} cannot be read as a .keras file (truncated or not a Keras file? "
                          f"{problem})")
     try:
-        return keras.saving.load_model(path, safe_mode=True)
+        return keras.saving.load_model(path, safe_mode=True, compile=False)
     except (ValueError, KeyError, OSError, zipfile.BadZipFile) as error:
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ValueError(f"{option} {path} is not a model Keras can load: {reason}") from None

@@ -64,6 +64,16 @@ def test_zoo_train_prints_and_stores_the_recipe_it_used(tmp_path):
     recipe = json.loads((out / "run.json").read_text())["recipe"]
     assert recipe["optimizer"] == "sgd" and recipe["learning_rate"] == pytest.approx(0.005)
     assert json.loads((out / "run.json").read_text())["config"]["precise_bn"] == 16
+    # A new process that never imported `training` uses the run (its optimizer names the
+    # trainer's WarmupSchedule).
+    import cv2
+    import numpy as np
+
+    image = tmp_path / "photo.png"
+    cv2.imwrite(str(image), np.full((40, 48, 3), 128, np.uint8))
+    predicted = run_zoo("predict", "resnet18", "--weights", out / "model.keras", image, "--out", tmp_path / "pred")
+    assert predicted.returncode == 0, predicted.stderr[-3000:]
+    assert (tmp_path / "pred" / "predictions.json").is_file()
 
 
 def test_an_r50_c4_heads_roi_grid_scales_with_the_image_and_set_wins():
