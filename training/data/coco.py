@@ -28,8 +28,9 @@ Bad data:
   - a box of zero area or outside its image, an object of a class not in `--classes`, an
     image left with no object (crowds do not count): skipped, counted in `skipped` and
     reported in one `DataWarning`;
-  - an image file that is missing or whose decoded size differs from the JSON's: `DataError`
-    naming the file when the example is loaded.
+  - found when the JSON is read, from the image files' headers (never their pixels): an image
+    file that is missing or unreadable, whose size differs from the JSON's, of more than
+    `max_image_pixels()` pixels, or a JPEG cut short: `DataError` naming the file.
 """
 
 from __future__ import annotations
@@ -43,7 +44,16 @@ from pathlib import Path
 
 import numpy as np
 
-from training.data.examples import IGNORE_LABEL, DataError, DatasetSource, Example, SkipCounter, parse_class_list
+from training.data.examples import (
+    IGNORE_LABEL,
+    DataError,
+    DatasetSource,
+    Example,
+    SkipCounter,
+    check_image_file,
+    parse_class_list,
+    warn_truncated,
+)
 
 logger = logging.getLogger("training.data")
 
@@ -179,7 +189,7 @@ def read_coco(path, *, images=None, classes=None, task="detection") -> DatasetSo
 
     Returns:
       A `DatasetSource` whose examples name the JSON and the image as `source` and carry the
-      JSON's `(height, width)`, which `load_image` checks.
+      JSON's `(height, width)`, which the image file's header must agree with.
 
     Raises:
       DataError: naming the file, for the problems in the module docstring.
@@ -206,7 +216,7 @@ def read_coco(path, *, images=None, classes=None, task="detection") -> DatasetSo
         if annotation.get("category_id") not in known_categories:
             raise DataError(f"{path}: annotation {annotation.get('id')!r} has category_id "
                             f"{annotation.get('category_id')!r}, which is no category of the file")
-    examples = []
+    examples, truncated = [], []
     for image_id, image in coco.imgs.items():
         file_name, height, width = _image_record(image, path)
         where = f"{path} (image {image_id}, {file_name})"
@@ -230,6 +240,12 @@ def read_coco(path, *, images=None, classes=None, task="detection") -> DatasetSo
             counter.skip("image with no objects left", where)
             continue
         image_path = str(folder / file_name)
+        header = check_image_file(image_path)
+        if header.size != (height, width):
+            raise DataError(f"{image_path}: the image is {header.size[0]}x{header.size[1]} (height x width) but "
+                            f"{path} says {height}x{width}")
+        if header.truncated:
+            truncated.append(image_path)
         if task == "detection":
             examples.append(Example(
                 image=image_path, boxes=np.array(boxes, np.float32), classes=np.array(zoo_classes, np.int32),
@@ -239,6 +255,7 @@ def read_coco(path, *, images=None, classes=None, task="detection") -> DatasetSo
             mask = CocoMask(coco, kept, zoo_classes, (height, width), source=where)
             examples.append(Example(image=image_path, mask=mask, source=where, size=(height, width)))
     counter.warn()
+    warn_truncated(origin, truncated)
     if not examples:
         raise DataError(f"{path}: empty dataset, no image has a usable object")
     logger.info("%s: %d images, classes %s", origin, len(examples), class_source)

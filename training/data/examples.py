@@ -13,6 +13,7 @@ classification labels 0-based. `class_names` never includes the background.
 from __future__ import annotations
 
 import dataclasses
+import io
 import logging
 import os
 import warnings
@@ -276,6 +277,215 @@ class SkipCounter:
         warnings.warn(message, DataWarning, stacklevel=3)
 
 
+# --------------------------------------------------------------------------- header checks
+
+ENV_MAX_IMAGE_PIXELS = "ZOO_MAX_IMAGE_PIXELS"  # pixels an image or mask may hold ("none": no limit)
+ENV_ALLOW_TRUNCATED_IMAGES = "ZOO_ALLOW_TRUNCATED_IMAGES"  # "1": read cut-short JPEGs, with a warning
+# 50 megapixels: every phone or camera photo up to 50 MP (8160 x 6120) passes, a PNG of 8000 x 8000
+# (64 MP, 69 KB of one colour, 1.9 GB through the pipeline) does not. Pillow's own guard
+# (`Image.MAX_IMAGE_PIXELS`, 89.5 MP) would let it through; the zoo resizes every image to a model
+# input of at most about 1000 x 1000 pixels anyway.
+DEFAULT_MAX_IMAGE_PIXELS = 50_000_000
+MASK_MODES = ("P", "L", "1")  # Pillow modes of 8-bit class ids: palette, greyscale, 1-bit (ids 0 and 1)
+_JPEG_TAIL_BYTES = 4096
+
+
+def max_image_pixels() -> int | None:
+    """The most pixels an image or mask file may declare: `$ZOO_MAX_IMAGE_PIXELS` when set
+    (a number, or "none" for no limit), else `DEFAULT_MAX_IMAGE_PIXELS`."""
+    setting = os.environ.get(ENV_MAX_IMAGE_PIXELS, "").strip()
+    if not setting:
+        return DEFAULT_MAX_IMAGE_PIXELS
+    if setting.lower() == "none":
+        return None
+    try:
+        limit = int(setting)
+    except ValueError:
+        limit = 0
+    if limit < 1:
+        raise ValueError(f"{ENV_MAX_IMAGE_PIXELS} must be a positive number of pixels or 'none', got {setting!r}")
+    return limit
+
+
+def allow_truncated_images() -> bool:
+    """Whether `$ZOO_ALLOW_TRUNCATED_IMAGES` asks to read cut-short JPEGs (with a warning)."""
+    return os.environ.get(ENV_ALLOW_TRUNCATED_IMAGES, "").strip().lower() in ("1", "true", "yes")
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageHeader:
+    """What an image file's header says, read without decoding its pixels.
+
+    Attributes:
+      size: `(height, width)`.
+      mode: Pillow's mode ("RGB", "L", "P", "1", "I;16", ...).
+      format: Pillow's format ("JPEG", "PNG", ...).
+      truncated: a JPEG without its end-of-image marker, read only because
+        `$ZOO_ALLOW_TRUNCATED_IMAGES` is set.
+    """
+
+    size: tuple[int, int]
+    mode: str
+    format: str
+    truncated: bool = False
+
+
+def _pixel_limit_message(path, what, size, limit):
+    declared = f"is {size[0]}x{size[1]} (height x width), {size[0] * size[1]:,} pixels," if size else "declares"
+    return (
+        f"{path}: the {what} {declared} more than the limit of {limit:,} pixels, which guards against "
+        f"decompression bombs (a small file that decodes to gigabytes); set {ENV_MAX_IMAGE_PIXELS}=PIXELS to "
+        f"raise it, or {ENV_MAX_IMAGE_PIXELS}=none to lift it"
+    )
+
+
+def _jpeg_scan_end(data, position):
+    """Where the entropy-coded data from `position` ends (its next marker), or -1 at the end of data."""
+    while True:
+        position = data.find(b"\xff", position)
+        if position < 0 or position + 1 >= len(data):
+            return -1
+        following = data[position + 1]
+        if following == 0x00 or 0xD0 <= following <= 0xD7:  # a stuffed 0xFF, a restart marker
+            position += 2
+        elif following == 0xFF:  # fill bytes before a marker
+            position += 1
+        else:
+            return position
+
+
+def _jpeg_is_complete(file) -> bool:
+    """Whether the JPEG in the binary `file` reaches its end-of-image marker FFD9.
+
+    Nearly every JPEG ends with it (padding aside), so its last few KB decide. Otherwise (data
+    after the image: a phone's motion photo, a trailer) the markers are walked from the start,
+    segments skipped by their length and scans to their next marker, so that the FFD9 of an
+    embedded EXIF thumbnail does not count.
+    """
+    file.seek(0, os.SEEK_END)
+    file.seek(max(0, file.tell() - _JPEG_TAIL_BYTES))
+    if file.read().rstrip(b"\x00\t\n\r ").endswith(b"\xff\xd9"):
+        return True
+    file.seek(0)
+    data = file.read()
+    position = 2  # after SOI
+    while position + 1 < len(data):
+        if data[position] != 0xFF:
+            return False  # no marker where one must be: damaged
+        marker = data[position + 1]
+        if marker == 0xD9:
+            return True
+        if marker == 0xFF:
+            position += 1
+        elif marker == 0x01 or 0xD0 <= marker <= 0xD7:  # markers without a length
+            position += 2
+        else:
+            position += 2 + int.from_bytes(data[position + 2:position + 4], "big")
+            if marker == 0xDA:  # start of scan: entropy-coded data up to the next marker
+                position = _jpeg_scan_end(data, position)
+                if position < 0:
+                    return False
+    return False
+
+
+def _read_header(file, path, what, *, unreadable=True) -> ImageHeader | None:
+    """`file`'s header: pixel limit and (JPEG) end marker checked, nothing decoded.
+
+    Raises `DataError` naming `path`; an unreadable header gives None when `unreadable` is False.
+    """
+    limit = max_image_pixels()
+    if limit is None or (Image.MAX_IMAGE_PIXELS is not None and limit > Image.MAX_IMAGE_PIXELS):
+        # The user raised the zoo's limit: Pillow's own guard, which raises at twice its limit, follows.
+        Image.MAX_IMAGE_PIXELS = limit
+    try:
+        with Image.open(file) as image:
+            (width, height), mode, format_ = image.size, image.mode, image.format or ""
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise DataError(_pixel_limit_message(path, what, None, limit)) from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        if not unreadable:
+            return None
+        kind = "an image" if what == "image" else f"a {what} image"
+        reason = "a format it does not know" if isinstance(error, UnidentifiedImageError) else str(error)
+        raise DataError(f"{path}: not {kind} Pillow can decode ({reason})") from None
+    if limit is not None and width * height > limit:
+        raise DataError(_pixel_limit_message(path, what, (height, width), limit))
+    truncated = format_ == "JPEG" and not _jpeg_is_complete(file)
+    if truncated and not allow_truncated_images():
+        raise DataError(
+            f"{path}: the JPEG is cut short (no end-of-image marker FFD9): decoders refuse it or fill what is "
+            f"missing with grey; replace the file, or set {ENV_ALLOW_TRUNCATED_IMAGES}=1 to read it grey-filled "
+            "(with a warning)"
+        )
+    return ImageHeader((height, width), mode, format_, truncated)
+
+
+def check_image_file(path, *, what="image") -> ImageHeader:
+    """Reads the header of the image file `path` (never its pixels) and refuses what would go
+    wrong when it is decoded, so that readers find bad files before training starts.
+
+    Raises:
+      DataError: naming the file, when it is missing or its header unreadable, when it declares
+        more than `max_image_pixels()` pixels (`$ZOO_MAX_IMAGE_PIXELS`), or when it is a JPEG
+        cut short (no end-of-image marker; `$ZOO_ALLOW_TRUNCATED_IMAGES=1` accepts it, with
+        `truncated` set, and the reader warns).
+    """
+    try:
+        with open(path, "rb") as file:
+            return _read_header(file, path, what)
+    except FileNotFoundError:
+        raise DataError(f"{path}: {what} file does not exist") from None
+    except IsADirectoryError:
+        raise DataError(f"{path}: {what} file is a directory") from None
+    except PermissionError as error:
+        raise DataError(f"{path}: cannot read {what}: {error}") from None
+
+
+def _mask_mode_problem(mode):
+    if mode in MASK_MODES:
+        return None
+    expected = (
+        "an 8-bit palette PNG (mode P, as VOC's SegmentationClass) or 8-bit greyscale (mode L), 0 the background, "
+        "255 ignore"
+    )
+    if mode.startswith("I;16") or mode in ("I", "F"):
+        depth = {"I": "32-bit integer", "F": "32-bit float"}.get(mode, "16-bit")
+        return f"a {depth} image (mode {mode}); masks must be 8-bit class ids: {expected}"
+    return f"a {mode} image; masks must hold class ids as palette indices or greyscale values, not colours: {expected}"
+
+
+def check_mask_file(path, *, image_size=None, image_path=None) -> ImageHeader:
+    """Reads the header of the mask file `path` (never its pixels): `check_image_file`'s checks,
+    an 8-bit class-id mode (`MASK_MODES`; a 1-bit mask reads as ids 0 and 1), and, given
+    `image_size` `(height, width)`, the size of its image `image_path`.
+
+    Raises:
+      DataError: naming the file and what was expected.
+    """
+    header = check_image_file(path, what="mask")
+    problem = _mask_mode_problem(header.mode)
+    if problem:
+        raise DataError(f"{path}: {problem}")
+    if image_size is not None and tuple(header.size) != tuple(image_size):
+        raise DataError(
+            f"{path}: the mask is {header.size[0]}x{header.size[1]} (height x width) but its image "
+            f"{image_path or ''} is {image_size[0]}x{image_size[1]}"
+        )
+    return header
+
+
+def warn_truncated(origin, paths):
+    """One warning for the cut-short JPEGs a reader accepted (`$ZOO_ALLOW_TRUNCATED_IMAGES`)."""
+    if not paths:
+        return
+    message = (
+        f"{origin}: {len(paths)} JPEG(s) cut short read as they are, what is missing filled with grey "
+        f"({ENV_ALLOW_TRUNCATED_IMAGES} is set), e.g. {', '.join(map(str, paths[:3]))}"
+    )
+    logger.warning(message)
+    warnings.warn(message, DataWarning, stacklevel=3)
+
+
 # --------------------------------------------------------------------------- loading
 
 
@@ -293,16 +503,26 @@ def load_image(example: Example) -> np.ndarray:
     """The example's image as RGB uint8 `[H, W, 3]`.
 
     Files are decoded with OpenCV (any format it reads; greyscale becomes 3 channels; EXIF
-    orientation is ignored, so pixels are as stored, which is what VOC's boxes refer to).
+    orientation is ignored, so pixels are as stored, which is what VOC's boxes refer to), after
+    `check_image_file`'s header checks.
 
     Raises:
-      DataError: naming the file, when it is missing or does not decode, or when its size
-        differs from the `(height, width)` its annotation declares.
+      DataError: naming the file, when it is missing or does not decode, declares more than
+        `max_image_pixels()` pixels, is a JPEG cut short (unless `$ZOO_ALLOW_TRUNCATED_IMAGES`),
+        or when its size differs from the `(height, width)` its annotation declares.
     """
     if not isinstance(example.image, str):
         return example.image
     path = example.image
-    data = np.frombuffer(_read_bytes(path, what="image"), np.uint8)
+    raw = _read_bytes(path, what="image")
+    # The pixel limit and the JPEG end marker before decoding (readers checked them already; an
+    # `Example` built by hand did not). A header Pillow cannot read is left to OpenCV.
+    header = _read_header(io.BytesIO(raw), path, "image", unreadable=False)
+    if header is not None and header.truncated:
+        # Allowed by the user: OpenCV 5 refuses a JPEG without its end marker, and with one
+        # libjpeg fills what is missing with grey, as OpenCV 4 and Pillow's LOAD_TRUNCATED_IMAGES do.
+        raw += b"\xff\xd9"
+    data = np.frombuffer(raw, np.uint8)
     image = cv2.imdecode(data, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION) if data.size else None
     if image is None:
         raise DataError(f"{path}: not an image OpenCV can decode ({data.size} bytes)")
@@ -319,8 +539,10 @@ def load_mask(example: Example, *, num_classes: int | None = None) -> np.ndarray
     """The example's mask as uint8 `[H, W]` class ids (0 background, 255 ignore), or None.
 
     PNG files are read with Pillow as palette indices (VOC's SegmentationClass images are
-    palette PNGs, which cv2.imread would turn into colours) or greyscale values; a callable
-    mask (COCO's polygons and RLE, `training.data.coco`) is drawn when loaded.
+    palette PNGs, which cv2.imread would turn into colours) or 8-bit greyscale values; a 1-bit
+    PNG (mode "1") as ids 0 and 1 (background and the first class, not 0 and 255, which would
+    make its foreground "ignore"). A callable mask (COCO's polygons and RLE,
+    `training.data.coco`) is drawn when loaded.
 
     Args:
       num_classes: the number of object classes; when given, every value must be in
@@ -328,7 +550,8 @@ def load_mask(example: Example, *, num_classes: int | None = None) -> np.ndarray
 
     Raises:
       DataError: naming the file, when it is missing, does not decode, holds colours rather
-        than class ids (an RGB PNG), or holds a class id outside `0..num_classes` and 255.
+        than class ids (an RGB PNG) or more than 8 bits (a 16-bit PNG), declares more than
+        `max_image_pixels()` pixels, or holds a class id outside `0..num_classes` and 255.
     """
     if example.mask is None:
         return None
@@ -341,15 +564,11 @@ def load_mask(example: Example, *, num_classes: int | None = None) -> np.ndarray
         path = example.mask
         if not os.path.exists(path):
             raise DataError(f"{path}: mask file does not exist")
+        check_mask_file(path)  # mode and pixel limit from the header, before decoding
         try:
             with Image.open(path) as png:
                 png.load()
-                if png.mode not in ("P", "L", "1"):
-                    raise DataError(
-                        f"{path}: a {png.mode} image; masks must hold class ids as palette indices or "
-                        "greyscale values, not colours"
-                    )
-                mask = np.array(png.convert("L") if png.mode == "1" else png, dtype=np.uint8)
+                mask = np.array(png, dtype=np.uint8)  # mode "1" gives booleans: ids 0 and 1
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
             if isinstance(error, DataError):
                 raise

@@ -3,8 +3,9 @@
 Classes are the folder names, sorted (label i is `class_names[i]`), as in torchvision's
 ImageFolder and keras' `image_dataset_from_directory`. Images are the folder's `.jpg`, `.jpeg`,
 `.png`, `.bmp` and `.webp` files (any case), sorted; other files and nested folders are skipped
-and counted. An empty class folder, or a root without class folders, is a `DataError`; an image
-that does not decode is a `DataError` naming it when it is loaded.
+and counted. An empty class folder, or a root without class folders, is a `DataError`; so is an
+image whose header is unreadable, declares more than `max_image_pixels()` pixels, or is a JPEG cut
+short, found when the folder is read (`check_image_file` reads headers only, never pixels).
 """
 
 from __future__ import annotations
@@ -12,7 +13,15 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from training.data.examples import DataError, DatasetSource, Example, SkipCounter, parse_class_list
+from training.data.examples import (
+    DataError,
+    DatasetSource,
+    Example,
+    SkipCounter,
+    check_image_file,
+    parse_class_list,
+    warn_truncated,
+)
 
 logger = logging.getLogger("training.data")
 
@@ -32,7 +41,8 @@ def read_folder(root, *, classes=None) -> DatasetSource:
 
     Raises:
       DataError: naming the directory, when `root` does not exist or has no class folders, or
-        a class folder (given or found) has no image.
+        a class folder (given or found) has no image; naming the file, for an image that
+        `check_image_file` refuses.
     """
     root = Path(root).expanduser()
     if not root.is_dir():
@@ -66,7 +76,9 @@ def read_folder(root, *, classes=None) -> DatasetSource:
         if not images:
             raise DataError(f"{folder}: class folder has no {'/'.join(IMAGE_EXTENSIONS)} images")
         examples.extend(Example(image=str(path), label=label, source=str(path)) for path in images)
+    truncated = [example.image for example in examples if check_image_file(example.image).truncated]
     counter.warn()
+    warn_truncated(origin, truncated)
     logger.info("%s: %d images, %d classes from %s", origin, len(examples), len(class_names), class_source)
     return DatasetSource(
         examples=examples, class_names=class_names, task_kinds=("classification",), class_source=class_source,

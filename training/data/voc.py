@@ -21,8 +21,12 @@ Bad data:
   - a box of zero area or outside the image `<size>`, an object whose class is not in
     `--classes`, an image left with no object: skipped, counted in `skipped` and reported in
     one `DataWarning`;
-  - an image whose decoded size differs from its XML's `<size>`, a mask pixel that is not a
-    class id or 255: `DataError` naming the file when the example is loaded.
+  - found when the split is read, from the files' headers (never their pixels): an image
+    whose size differs from its XML's `<size>`, a header that is unreadable, an image or mask
+    of more than `max_image_pixels()` pixels, a JPEG cut short, a mask that is not 8-bit class
+    ids (RGB, 16-bit) or whose size differs from its image's: `DataError` naming the file;
+  - a mask pixel that is not a class id or 255: `DataError` naming the file when the example
+    is loaded (that needs the pixels).
 """
 
 from __future__ import annotations
@@ -32,7 +36,6 @@ import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from layers.boxes import voc_to_yxyx
 from training.data.examples import (
@@ -41,7 +44,10 @@ from training.data.examples import (
     DatasetSource,
     Example,
     SkipCounter,
+    check_image_file,
+    check_mask_file,
     parse_class_list,
+    warn_truncated,
 )
 from training.data.folder import IMAGE_EXTENSIONS
 
@@ -145,21 +151,23 @@ def _image_path(root, image_id):
     return path
 
 
-def _size(tree, xml_path, image_path):
-    """`(height, width)` from `<size>`, or from the image's header where the XML has none."""
+def _size(tree, xml_path, image_path, truncated):
+    """`(height, width)` of the image from its header (`check_image_file`), which `<size>`, where
+    the XML has one, must agree with. Appends the image to `truncated` when it is a JPEG cut short."""
+    header = check_image_file(image_path)
+    if header.truncated:
+        truncated.append(image_path)
     try:
         width = int(float(tree.findtext("size/width")))
         height = int(float(tree.findtext("size/height")))
-        if width > 0 and height > 0:
-            return height, width
     except (TypeError, ValueError):
-        pass
-    try:
-        with Image.open(image_path) as image:
-            width, height = image.size
-    except (OSError, ValueError) as error:
-        raise DataError(f"{image_path}: not an image Pillow can read ({error}); {xml_path} has no <size>") from None
-    return height, width
+        return header.size
+    if width > 0 and height > 0 and (height, width) != header.size:
+        raise DataError(
+            f"{image_path}: the image is {header.size[0]}x{header.size[1]} (height x width) but its annotation "
+            f"{xml_path} says {height}x{width}"
+        )
+    return header.size
 
 
 def _objects(tree, xml_path):
@@ -234,10 +242,12 @@ def read_voc_detection(root, split="train", *, classes=None, keep_difficult=True
         pairs, note = _labelimg_pairs(root)
         origin = f"voc:{root} ({note}, detection)"
         counter = SkipCounter(origin)
+    truncated = []
     records = [
-        (xml_path, image_path, _size(tree, xml_path, image_path), _objects(tree, xml_path))
+        (xml_path, image_path, _size(tree, xml_path, image_path, truncated), _objects(tree, xml_path))
         for xml_path, image_path, tree in pairs
     ]
+    warn_truncated(origin, truncated)
 
     class_names, class_source = choose_class_names((name for *_, objects in records for name, _, _ in objects), classes)
     ids = {name: index + 1 for index, name in enumerate(class_names)}
@@ -288,8 +298,11 @@ def read_voc_segmentation(root, split="train", *, classes=None) -> DatasetSource
     """The segmentation examples of a VOC split: JPEG images and palette-PNG class masks.
 
     Mask values are class ids: 0 background, `k` the class `class_names[k - 1]`, 255 ignore
-    (VOC's void borders). The files are decoded when loaded (`load_image`, `load_mask`), where
-    a mask value above the number of classes (and not 255) is a `DataError` naming the PNG.
+    (VOC's void borders); a 1-bit PNG holds ids 0 and 1. Every image's and mask's header is
+    checked here (`check_image_file`, `check_mask_file`: pixel limit, JPEG end marker, an 8-bit
+    class-id mask of its image's size); the pixels are decoded when loaded (`load_image`,
+    `load_mask`), where a mask value above the number of classes (and not 255) is a `DataError`
+    naming the PNG.
 
     Args:
       root: the year directory (`VOCdevkit/VOC2012`).
@@ -303,13 +316,19 @@ def read_voc_segmentation(root, split="train", *, classes=None) -> DatasetSource
     root = _voc_root(root, ("JPEGImages", "SegmentationClass", "ImageSets"))
     origin = f"voc:{root} ({split}, segmentation)"
     counter = SkipCounter(origin)
-    examples = []
+    examples, truncated = [], []
     for image_id in _split_ids(root, "Segmentation", split, counter):
         mask_path = root / "SegmentationClass" / f"{image_id}.png"
         if not mask_path.is_file():
             raise DataError(f"{mask_path}: mask file does not exist (listed in the split)")
-        examples.append(Example(image=str(_image_path(root, image_id)), mask=str(mask_path), source=str(mask_path)))
+        image_path = _image_path(root, image_id)
+        header = check_image_file(image_path)
+        if header.truncated:
+            truncated.append(image_path)
+        check_mask_file(mask_path, image_size=header.size, image_path=image_path)
+        examples.append(Example(image=str(image_path), mask=str(mask_path), source=str(mask_path)))
     counter.warn()
+    warn_truncated(origin, truncated)
     if classes is not None:
         class_names, class_source = parse_class_list(classes), "--classes"
     else:

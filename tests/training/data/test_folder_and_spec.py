@@ -8,6 +8,7 @@ from training.data import (
     SHAPES,
     DataError,
     DataWarning,
+    Example,
     load_image,
     make_dataset,
     parse_dataset_spec,
@@ -65,9 +66,10 @@ def test_folder_errors_name_the_path(tmp_path):
     with pytest.raises(DataError, match=r"images/b: class folder has no \.jpg"):
         read_folder(root)
     (root / "b" / "broken.jpg").write_bytes(b"\x00" * 10)
-    source = read_folder(root)
+    with pytest.raises(DataError, match=r"b/broken\.jpg: not an image Pillow can decode"):
+        read_folder(root)  # found from its header when the folder is read, not when a batch loads
     with pytest.raises(DataError, match=r"b/broken\.jpg: not an image OpenCV can decode"):
-        load_image(source.examples[1])
+        load_image(Example(str(root / "b" / "broken.jpg"), label=0))
 
 
 def test_synthetic_specs(monkeypatch):

@@ -153,16 +153,20 @@ def test_bad_boxes_are_skipped_and_counted(tmp_path):
     np.testing.assert_array_equal(source.examples[0].boxes, [[0, 0, 20, 20]])
 
 
-def test_image_of_another_size_than_its_xml_fails_when_loaded(voc_root):
-    cv2.imwrite(str(voc_root / "JPEGImages" / "2008_000002.jpg"), np.zeros((10, 10, 3), np.uint8))
+def test_image_of_another_size_than_its_xml_fails_when_read(voc_root):
     example = by_id(read_voc_detection(voc_root, "train"))["2008_000002"]
+    cv2.imwrite(str(voc_root / "JPEGImages" / "2008_000002.jpg"), np.zeros((10, 10, 3), np.uint8))
     with pytest.raises(DataError, match=r"2008_000002\.jpg: the image is 10x10 .*/2008_000002\.xml says 24x32"):
-        load_image(example)
+        read_voc_detection(voc_root, "train")  # from the JPEG's header, before any batch loads
+    with pytest.raises(DataError, match=r"2008_000002\.jpg: the image is 10x10 .*/2008_000002\.xml says 24x32"):
+        load_image(example)  # a file changed after reading is still caught
 
 
 def test_image_that_does_not_decode_fails_naming_it(voc_root):
-    (voc_root / "JPEGImages" / "2008_000002.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
     source = read_voc_detection(voc_root, "train")
+    (voc_root / "JPEGImages" / "2008_000002.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    with pytest.raises(DataError, match=r"2008_000002\.jpg: not an image Pillow can decode"):
+        read_voc_detection(voc_root, "train")
     with pytest.raises(DataError, match=r"2008_000002\.jpg: not an image OpenCV can decode"):
         load_image(by_id(source)["2008_000002"])
     dataset = make_dataset(source, task="detection", batch_size=2, image_size=16, training=False)
@@ -182,8 +186,12 @@ def test_mask_problems_fail_naming_the_png(voc_root):
         list(make_dataset(source, task="segmentation", batch_size=2, image_size=16, training=False))
     Image.fromarray(np.zeros((24, 32, 3), np.uint8)).save(path)
     with pytest.raises(DataError, match=r"2008_000002\.png: a RGB image; masks must hold class ids"):
+        read_voc_segmentation(voc_root, "train")
+    with pytest.raises(DataError, match=r"2008_000002\.png: a RGB image; masks must hold class ids"):
         load_mask(by_id(source)["2008_000002"])
     path.write_bytes(b"not a png")
+    with pytest.raises(DataError, match=r"2008_000002\.png: not a mask image Pillow can decode"):
+        read_voc_segmentation(voc_root, "train")
     with pytest.raises(DataError, match=r"2008_000002\.png: not a mask image Pillow can decode"):
         load_mask(by_id(source)["2008_000002"])
     path.unlink()
