@@ -6,6 +6,9 @@
   `read_folder`, and `parse_dataset_spec` for the CLI's "synthetic[:N]", "voc:PATH",
   "coco:PATH.json", "folder:PATH".
 - `load_image`, `load_mask`: decode an example's files (OpenCV; Pillow for palette PNGs).
+- `check_image_file`, `check_mask_file`: what readers check from each file's header (never its
+  pixels) while reading: the pixel limit (`max_image_pixels`, `$ZOO_MAX_IMAGE_PIXELS`), JPEGs cut
+  short (`$ZOO_ALLOW_TRUNCATED_IMAGES`), masks of 8-bit class ids and of their image's size.
 - Augmentation (pure TensorFlow, stateless seeds): `random_horizontal_flip`, `random_scale`,
   `random_crop_with_padding`, `color_jitter`, `augment`.
 - `make_dataset`: a source -> batched, deterministic `tf.data.Dataset` for one task.
@@ -30,8 +33,11 @@ from training.data.examples import (
     DatasetSource,
     DataWarning,
     Example,
+    check_image_file,
+    check_mask_file,
     load_image,
     load_mask,
+    max_image_pixels,
     parse_class_list,
 )
 from training.data.folder import IMAGE_EXTENSIONS, read_folder
@@ -51,11 +57,14 @@ __all__ = [
     "DatasetSource",
     "Example",
     "augment",
+    "check_image_file",
+    "check_mask_file",
     "choose_class_names",
     "color_jitter",
     "load_image",
     "load_mask",
     "make_dataset",
+    "max_image_pixels",
     "parse_class_list",
     "parse_dataset_spec",
     "random_crop_with_padding",
