@@ -16,12 +16,13 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from PIL import Image
 
 import zoo
 from zoo import cli
 
 ROOT = Path(__file__).resolve().parents[1]
-CATEGORIES = ("files and paths", "weights and downloads", "training runs", "layers")
+CATEGORIES = ("files and paths", "data", "weights and downloads", "training runs", "layers")
 
 
 def _lenet(classes=3):
@@ -83,6 +84,66 @@ def truncated_keras_file(tmp_path, capsys):
     [line] = _error(capsys)
     assert "cannot be read as a .keras file (truncated or not a Keras file?" in line
     assert not (tmp_path / "e").exists()
+
+
+# --------------------------------------------------------------------------- data
+
+
+def _voc_with_mask(tmp_path, mask):
+    from tests.training.data.voc_fixture import VOC_IMAGES, write_voc
+
+    root = write_voc(tmp_path / "VOC2012", splits={"train": list(VOC_IMAGES)[:2]})
+    path = root / "SegmentationClass" / "2008_000002.png"
+    Image.fromarray(mask).save(path)
+    return root, path
+
+
+def image_bomb(tmp_path, capsys):
+    from tests.training.data.test_bad_files import png_bomb
+    from training import data
+
+    (tmp_path / "images" / "a").mkdir(parents=True)
+    bomb = png_bomb(tmp_path / "images" / "a" / "bomb.png", 8000, 8000)
+    with pytest.raises(data.DataError, match=r"bomb\.png: the image is 8000x8000 .*ZOO_MAX_IMAGE_PIXELS=PIXELS"):
+        data.read_folder(tmp_path / "images")
+    with pytest.raises(data.DataError, match="more than the limit of 50,000,000 pixels"):
+        data.load_image(data.Example(str(bomb), label=0))
+
+
+def truncated_jpeg(tmp_path, capsys):
+    from training import data
+
+    (tmp_path / "images" / "a").mkdir(parents=True)
+    whole = cv2.imencode(".jpg", np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8))[1]
+    (tmp_path / "images" / "a" / "cut.jpg").write_bytes(whole.tobytes()[: len(whole) // 2])
+    with pytest.raises(data.DataError, match=r"cut\.jpg: the JPEG is cut short .*ZOO_ALLOW_TRUNCATED_IMAGES=1"):
+        data.read_folder(tmp_path / "images")
+
+
+def one_and_sixteen_bit_masks(tmp_path, capsys):
+    from training import data
+
+    foreground = np.zeros((24, 32), bool)
+    foreground[4:20, 5:15] = True
+    root, path = _voc_with_mask(tmp_path, foreground)  # a 1-bit PNG
+    mask = data.load_mask(data.read_voc_segmentation(root, "train", classes="dog").examples[1], num_classes=1)
+    np.testing.assert_array_equal(mask, foreground)  # ids 0 and 1, not 255 (ignore)
+    Image.fromarray(foreground.astype(np.uint16)).save(path)
+    with pytest.raises(data.DataError, match=r"2008_000002\.png: a 16-bit image \(mode I;16\); masks must be 8-bit"):
+        data.read_voc_segmentation(root, "train")
+    Image.fromarray(np.zeros((20, 32), np.uint8)).save(path)
+    with pytest.raises(data.DataError, match=r"2008_000002\.png: the mask is 20x32 .* but its image"):
+        data.read_voc_segmentation(root, "train")
+
+
+def bad_mask_found_by_zoo_train(tmp_path, capsys):
+    _, path = _voc_with_mask(tmp_path, np.zeros((24, 32), np.uint16))
+    out = tmp_path / "run"
+    argv = ["train", "deeplabv3plus_mobilenetv2", "--dataset", f"voc:{tmp_path / 'VOC2012'}", "--out", str(out)]
+    assert cli.main(argv) == 2
+    [line] = _error(capsys)
+    assert line.startswith("zoo train: error: ") and str(path) in line and "16-bit" in line
+    assert not out.exists()  # no logs/, no run.json: refused before the model is built
 
 
 # --------------------------------------------------------------------------- weights and downloads
@@ -231,6 +292,17 @@ ROWS = [
     ("files and paths", "--weights: a truncated .keras (predict, evaluate, export)",
      "one error line: cannot be read, truncated (not 'File not found')", "tests/zoo/test_cli_errors.py",
      truncated_keras_file),
+    ("data", "an image whose header declares 64 MP (a 69 KB PNG of 8000 x 8000: 1.9 GB once decoded)",
+     "DataError naming the file and ZOO_MAX_IMAGE_PIXELS, from the header, before decoding",
+     "tests/training/data/test_bad_files.py", image_bomb),
+    ("data", "a JPEG cut short", "DataError naming the file when the dataset is read; ZOO_ALLOW_TRUNCATED_IMAGES=1 "
+     "reads it grey-filled with a warning", "tests/training/data/test_bad_files.py", truncated_jpeg),
+    ("data", "a 1-bit mask; a 16-bit mask; a mask of another size than its image",
+     "1-bit: class ids 0 and 1 (not 255, ignore); the others: DataError naming the file and what was expected",
+     "tests/training/data/test_bad_files.py", one_and_sixteen_bit_masks),
+    ("data", "zoo train on a VOC folder with a bad mask or image",
+     "one error line naming the file, found from headers while reading, before the model; --out untouched",
+     "tests/training/data/test_bad_files.py", bad_mask_found_by_zoo_train),
     ("weights and downloads", "a .weights.h5 / .keras that does not fit the model",
      "ValueError; the model is unchanged", "tests/zoo/test_weights.py", refused_weights_file),
     ("weights and downloads", "a download cut short, with no published hash",
