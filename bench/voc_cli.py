@@ -232,7 +232,7 @@ def _picture(model, run_dir, dataset, count, out_png, metric):
     curves = figure.add_subplot(grid[0, :2])
     for key, values in history.items():
         if key in ("loss", "val_loss") or key.endswith(metric.split("@")[0]):
-            curves.plot(range(1, len(values) + 1), values, label=key)
+            curves.plot(range(1, len(values) + 1), values, marker=".", label=key)
     curves.set_xlabel("epoch")
     curves.legend(fontsize=7)
     curves.set_title("history.json", fontsize=9)
