@@ -40,6 +40,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from training.regularization import all_layers
+
 
 def trainable_batch_norms(model: keras.Model) -> list[keras.layers.BatchNormalization]:
     """The BatchNormalization layers of `model` that update their statistics in training mode.
@@ -48,7 +50,7 @@ def trainable_batch_norms(model: keras.Model) -> list[keras.layers.BatchNormaliz
     two sub-models (a trainer's head and its detector) is listed once.
     """
     found, seen = [], set()
-    for layer in model._flatten_layers(include_self=False, recursive=True):
+    for layer in all_layers(model):
         if isinstance(layer, keras.layers.BatchNormalization) and layer.trainable and id(layer) not in seen:
             if getattr(layer, "renorm", False):
                 continue  # batch renormalisation keeps its own statistics

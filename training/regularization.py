@@ -65,7 +65,7 @@ def apply_weight_decay(model: keras.Model, decay: float) -> int:
         raise ValueError(f"weight decay must be >= 0, got {decay}")
     regularizer = keras.regularizers.L2(decay / 2) if decay else None
     count = 0
-    for layer in _all_layers(model):
+    for layer in all_layers(model):
         for attribute, saved_as in _KERNEL_ATTRIBUTES:
             variable = getattr(layer, attribute, None)
             if not isinstance(variable, keras.Variable):
@@ -86,7 +86,7 @@ def set_batch_norm(model: keras.Model, mode: str) -> int:
     """
     if mode not in BATCH_NORM_MODES:
         raise ValueError(f"batch_norm must be one of {BATCH_NORM_MODES}, got {mode!r}")
-    layers = [layer for layer in _all_layers(model) if isinstance(layer, keras.layers.BatchNormalization)]
+    layers = [layer for layer in all_layers(model) if isinstance(layer, keras.layers.BatchNormalization)]
     for layer in layers:
         layer.trainable = mode == "fine_tune"
     return len(layers)
@@ -105,7 +105,7 @@ def freeze_stages(model: keras.Model, stages: int) -> list[str]:
     """
     if stages == 0:
         return []
-    names = [layer.name for layer in _all_layers(model)]
+    names = [layer.name for layer in all_layers(model)]
     family = next(
         (family for family, patterns in STAGE_PATTERNS.items() if any(re.match(patterns[-1], n) for n in names)),
         None,
@@ -119,18 +119,19 @@ def freeze_stages(model: keras.Model, stages: int) -> list[str]:
         raise ValueError(f"stages must be in [0, {len(patterns)}] for a {family}, got {stages}")
     pattern = re.compile("|".join(f"(?:{p})" for p in patterns[:stages]))
     frozen = []
-    for layer in _all_layers(model):
+    for layer in all_layers(model):
         if pattern.match(layer.name):
             layer.trainable = False
             frozen.append(layer.name)
     return frozen
 
 
-def _all_layers(model):
+def all_layers(model):
     """Every layer, descending into nested models (a backbone inside a detector) and into the
-    sublayers of composite layers (the convolutions and batch norms inside `layers.ASPP`)."""
+    sublayers of composite layers (the convolutions and batch norms inside `layers.ASPP`); a
+    layer shared by two nested models (a trainer's head and its detector) comes once per model."""
     for layer in model.layers:
         if isinstance(layer, keras.Model):
-            yield from _all_layers(layer)
+            yield from all_layers(layer)
         else:
             yield from layer._flatten_layers(include_self=True, recursive=True)
