@@ -41,6 +41,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 RESULTS = ROOT / "bench" / "results"
+
+from training.callbacks import write_atomically  # noqa: E402
 # Shapes whose identity survives the stretch of a non-square image to a square input (an
 # ellipse would not: a hexagon stretched 1.6x looks like one).
 CLASSES = ("hexagon", "heart", "arrow")
@@ -269,11 +271,7 @@ def run_model(model, dataset, work, *, image_size, epochs, log) -> dict:
 
 
 def _write_atomically(path: Path, text: str):
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(handle, "w") as stream:
-        stream.write(text)
-    os.chmod(temporary, 0o644)
-    os.replace(temporary, path)
+    write_atomically(path, lambda temporary: Path(temporary).write_text(text))
 
 
 def _curve(result) -> str:
