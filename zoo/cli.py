@@ -310,11 +310,11 @@ def roi_head_overrides(name, image_size, overrides) -> dict:
     return {**overrides, "pool_size": int(min(14, max(4, 2 * round(7 * side / 600))))}
 
 
-def _detection_options(args, image_size, *, training, rpn=False):
+def _detection_options(args, image_size, *, training, rpn=False, rois_per_image=None):
     """The detection task's options: proposals (and, to train, the RoI sampling)."""
     if rpn:
         # The detector's RPN makes the proposals; only the sampling is the trainer's.
-        return {"rois_per_image": args.rois_per_image, "seed": args.seed} if training else None
+        return {"rois_per_image": rois_per_image, "seed": args.seed} if training else None
     options = proposal_options(
         image_size, stride=args.proposal_stride, scales=args.proposal_scales, aspect_ratios=args.proposal_ratios
     )
@@ -324,7 +324,7 @@ def _detection_options(args, image_size, *, training, rpn=False):
     )
     task_options = {"proposals": sliding_window_proposals(**options)}
     if training:
-        task_options.update(rois_per_image=args.rois_per_image, seed=args.seed)
+        task_options.update(rois_per_image=rois_per_image, seed=args.seed)
     return task_options
 
 
@@ -379,7 +379,6 @@ def cmd_train(args) -> int:
         jit_compile=args.jit_compile, strategy=args.strategy,
         adversarial_epsilon=args.adversarial_epsilon, seed=args.seed,
     )
-    args.rois_per_image = settings["rois_per_image"]
     classes = _class_names(args)
     source = _read_dataset(args, split=args.split, classes=classes, task=task)
     validation = None
@@ -401,7 +400,10 @@ def cmd_train(args) -> int:
         overrides = roi_head_overrides(args.model, image_size, overrides)
         if "pool_size" in overrides:
             print(f"roi head: {overrides['pool_size']} x {overrides['pool_size']} RoI grid", file=sys.stderr)
-    task_options = _detection_options(args, image_size, training=True, rpn=rpn) if task == "detection" else None
+    task_options = None
+    if task == "detection":
+        task_options = _detection_options(args, image_size, training=True, rpn=rpn,
+                                          rois_per_image=settings["rois_per_image"])
     try:
         result = train(
             _builder(args.model, image_size, overrides, task), source, validation, out_dir=args.out,
