@@ -17,7 +17,8 @@ from training.callbacks import Backup, BestCheckpoint, EarlyStopping, StopOnNaN,
 from training.detection import FastRCNNTrainer, evaluate_detector, fast_rcnn_loss, match_rois, sample_rois
 from training.faster_rcnn import FasterRCNNTrainer
 from training.distribute import STRATEGIES, make_strategy
-from training.fit import TrainConfig, TrainingDiverged, TrainResult, evaluate, split_validation, train
+from training.fit import TrainConfig, TrainingDiverged, TrainResult, WeightsInitializer, evaluate, split_validation
+from training.fit import train
 from training.optimizers import WarmupSchedule, make_optimizer
 from training.regularization import apply_weight_decay, default_weight_decay, freeze_stages, set_batch_norm
 from training.segmentation import MeanIoU, SegmentationCrossEntropy, evaluate_segmenter, predict_multiscale
@@ -40,6 +41,7 @@ __all__ = [
     "TrainResult",
     "TrainingDiverged",
     "WarmupSchedule",
+    "WeightsInitializer",
     "apply_weight_decay",
     "data",
     "default_weight_decay",

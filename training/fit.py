@@ -7,10 +7,16 @@
 
 What a run leaves in `out_dir`: `model.keras` (the final model), `best.keras` (the best on the
 monitored validation metric), `backup/epoch-NNNN/` (what `resume=True` starts from),
-`history.json`, `run.json` (the configuration, the class list and the model's weight shapes,
-written when the run starts and again at its end) and `logs/` (TensorBoard). A resumed run must
-agree with `run.json` in every `RESUME_SETTINGS` entry (the model, its weights' shapes, the class
-list and the optimisation settings; the number of epochs may change).
+`history.json`, `run.json` (the configuration, the class list, the model's weight shapes and
+the pretrained weights it started from with their load report, written when the run starts and
+again at its end) and `logs/` (TensorBoard). A resumed run must agree with `run.json` in every
+`RESUME_SETTINGS` entry (the model, its weights' shapes, the pretrained weights' source, the
+class list and the optimisation settings; the number of epochs may change).
+
+Pretrained weights (`train(weights=...)`) arrive as a `WeightsInitializer`, since `training`
+never imports `zoo`: `zoo.finetune.fine_tuning(...)` makes one. It is called with the built
+model before anything is frozen, and only when the run starts: a resumed run takes its weights
+from the backup, never from the pretrained file again.
 
 Determinism: the data of epoch `e` is a function of `(seed, e)` alone (shuffling and
 augmentation use stateless seeds), and a backup holds the weights, the optimizer's state and
@@ -28,7 +34,7 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Protocol, runtime_checkable
 
 import keras
 import numpy as np
@@ -134,6 +140,24 @@ class TrainConfig:
         for ok, name, expected in checks:
             if not ok:
                 raise ValueError(f"TrainConfig.{name} must be {expected}, got {getattr(self, name)!r}")
+
+
+@runtime_checkable
+class WeightsInitializer(Protocol):
+    """Pretrained weights for `train(weights=...)` (`zoo.finetune.FineTuning` is one).
+
+    Attributes:
+      source: names the weights (a manifest tag, a file's path): kept in `run.json` and compared
+        by `resume`, as part of what the run is.
+
+    Calling it with the built model loads the weights into it and returns the load report, a
+    JSON-able dict such as `{"source", "loaded": count, "missing": [layer, ...], "unused": [...]}`,
+    which `run.json` keeps under "weights".
+    """
+
+    source: str
+
+    def __call__(self, model: keras.Model) -> dict: ...
 
 
 @dataclasses.dataclass
@@ -246,7 +270,8 @@ def _say(verbose, message):
 # run), `precise_bn`, `early_stopping_patience`, `jit_compile`, `strategy` and `backup_every`
 # may change.
 RESUME_SETTINGS = (
-    ("model", ("model",)), ("model weights", ("model_weights",)), ("task", ("task",)),
+    ("model", ("model",)), ("model weights", ("model_weights",)), ("weights", ("weights", "source")),
+    ("task", ("task",)),
     ("classes", ("class_names",)), ("optimizer", ("config", "optimizer")), ("lr", ("config", "learning_rate")),
     ("schedule", ("config", "schedule")), ("warm-up epochs", ("config", "warmup_epochs")),
     ("momentum", ("config", "momentum")), ("weight decay", ("config", "weight_decay")),
@@ -267,7 +292,7 @@ def _weights_signature(model) -> dict:
             "shapes_sha1": digest}
 
 
-def _run_record(model, task, source, config, metadata) -> dict:
+def _run_record(model, task, source, config, metadata, weights_report) -> dict:
     """What `run.json` holds: written when the run starts (so that `resume` can compare) and again at the end."""
     record = {
         "model": model.name,
@@ -276,6 +301,7 @@ def _run_record(model, task, source, config, metadata) -> dict:
         "class_source": source.class_source,
         "config": dataclasses.asdict(config),
         "model_weights": _weights_signature(model),
+        "weights": weights_report,
         **(metadata or {}),
     }
     return json.loads(json.dumps(record))  # tuples as lists, as they read back
@@ -284,6 +310,8 @@ def _run_record(model, task, source, config, metadata) -> dict:
 def _setting_text(label, value) -> str:
     if isinstance(value, dict) and "parameters" in value:
         return f"{label} of {value['arrays']} arrays, {value['parameters']:,} parameters"
+    if label == "weights":
+        return f"weights {value if value is not None else 'none (random initialisation)'}"
     if label == "image size" and isinstance(value, list):
         return f"{label} {'x'.join(map(str, value))}"
     if label == "classes" and isinstance(value, list):
@@ -311,13 +339,14 @@ def resume_differences(stored: dict, record: dict) -> list[tuple[str, object, ob
     return differences
 
 
-def _check_resumable(out_dir: Path, record: dict) -> None:
-    """Raises ValueError naming every setting in which `record` differs from the run's `run.json`."""
+def _check_resumable(out_dir: Path, record: dict) -> dict | None:
+    """Raises ValueError naming every setting in which `record` differs from the run's `run.json`;
+    returns what `run.json` holds (None for a run from before it was written at the start)."""
     path = out_dir / "run.json"
     try:
         stored = json.loads(path.read_text())
     except FileNotFoundError:
-        return  # a run from before run.json was written at the start: nothing to compare with
+        return None  # nothing to compare with
     except (OSError, ValueError) as error:
         raise ValueError(f"--resume: {path} cannot be read ({error}); it says how the run was trained") from None
     differences = resume_differences(stored, record)
@@ -328,6 +357,7 @@ def _check_resumable(out_dir: Path, record: dict) -> None:
             f"--resume: the run in {out_dir} was trained with {old}; this command asks for {new}. "
             "Resume with the run's settings, or train a new run in another directory"
         )
+    return stored
 
 
 def _write_json_atomically(path: Path, content) -> None:
@@ -347,6 +377,7 @@ def train(
     verbose: int = 1,
     task_options: dict | None = None,
     metadata: dict | None = None,
+    weights: WeightsInitializer | None = None,
 ) -> TrainResult:
     """Trains `build_model(num_classes)` on `train_source` and leaves the run in `out_dir`.
 
@@ -360,14 +391,25 @@ def train(
       task_options: keyword arguments of the task's `wrap` (detection: `proposals`, the RoI
         sampling options of `training.detection.FastRCNNTrainer`); the task must have a `wrap`.
       metadata: more JSON-able entries for `run.json` (`zoo train` stores its resolved recipe).
+      weights: pretrained weights to start from (`WeightsInitializer`, e.g.
+        `zoo.finetune.fine_tuning(name, "imagenet")`): loaded into the built model before
+        `config.batch_norm` and `config.freeze_stages` apply, when the run starts (not when it
+        resumes from a backup); its report goes to `run.json["weights"]`. None: the builder's
+        initialisation (`run.json["weights"]` is `{"source": null}`).
 
     Raises:
       FileExistsError: `out_dir` holds a backup and `resume` is False, or a finished run
         (`model.keras`) and no backup.
       ValueError: `resume` and the run's `run.json` differ in a `RESUME_SETTINGS` entry (the
         message names each, with the run's value and this call's).
+      TypeError: `weights` is not a `WeightsInitializer`.
       TrainingDiverged: the loss became NaN or Inf.
     """
+    if weights is not None and not isinstance(weights, WeightsInitializer):
+        raise TypeError(
+            f"weights must be a WeightsInitializer (a callable with a `source`, such as "
+            f"zoo.finetune.fine_tuning(name, weights)), got {weights!r}"
+        )
     task = get_task(task)
     if task_options and task.wrap is None:
         raise ValueError(f"task_options {sorted(task_options)}: the {task.name} task takes none")
@@ -408,8 +450,13 @@ def train(
         keras.config.set_dtype_policy(config.mixed_precision)
     try:
         strategy = make_strategy(config.strategy)
+        restoring = resume and latest is not None
         with strategy.scope():
             model = build_model(num_classes)
+            weights_report = {"source": None if weights is None else str(weights.source)}
+            if weights is not None and not restoring:
+                # Before batch norm and stages are frozen: loading sets values, not trainability.
+                weights_report = {**weights(model), "source": str(weights.source)}
             decay = default_weight_decay(model.name) if config.weight_decay is None else config.weight_decay
             if config.optimizer != "adamw":
                 apply_weight_decay(model, decay)
@@ -440,13 +487,17 @@ def train(
             stateful.append(EarlyStopping(monitor, config.early_stopping_patience))
         backup = Backup(write_dir / "backup", every=config.backup_every, stateful=stateful, nan_guard=nan_guard)
         backup.set_model(trainee)
-        record = _run_record(model, task, train_source, config, metadata)
-        if resume and latest is not None:
-            _check_resumable(out_dir, record)
+        record = _run_record(model, task, train_source, config, metadata, weights_report)
+        if restoring:
+            stored = _check_resumable(out_dir, record)
+            if weights is not None:
+                # The run's report of the load it started from; the backup holds the weights now.
+                record["weights"] = (stored or {}).get("weights", record["weights"])
+                _say(verbose, f"resume: the weights come from the backup, not {weights.source} again")
         if chief:
             _write_json_atomically(write_dir / "run.json", record)
         initial_epoch = 0
-        if resume and latest is not None:
+        if restoring:
             initial_epoch = backup.restore(latest)
             _say(verbose, f"resume: restored {latest} (continuing at epoch {initial_epoch + 1} of {config.epochs})")
         _say(verbose, f"train: {train_source.summary()}")

@@ -3,7 +3,9 @@
 `zoo.build(name, weights=...)` takes None, a tag of `weights_manifest.json` (`"imagenet"`) or
 the path of a local file:
 
-- `.weights.h5` / `.keras`: Keras 3 files, loaded with `Model.load_weights`.
+- `.weights.h5` / `.keras`: Keras 3 files, loaded with `Model.load_weights` when they hold the
+  model's own layers; another model's file (a classifier's, into a detector's trunk) loads by
+  layer name as below, each of its layers' `vars` carrying the layer's name.
 - `.h5`: the keras.applications (Keras 2) format, loaded *by layer name*: every layer of the
   model whose name is in the file receives that layer's weights. Layers of the model missing
   from the file (a head on an ImageNet backbone) and layers of the file the model lacks (the
@@ -13,7 +15,11 @@ the path of a local file:
 
 Manifest tags resolve through `weights_manifest.json` (`$ZOO_WEIGHTS_MANIFEST` overrides its
 path); every entry is validated on reading (`entry_problems`). A model built with
-`include_top=False` fetches the entry's `no_top` file when it has one. Downloads go to
+`include_top=False`, or with other `classes` than the entry's (fine-tuning a classifier), fetches
+the entry's `no_top` file when it has one. A detector or segmenter without an entry of its own for
+a tag takes its backbone's (`fast_rcnn_vgg16` with `"imagenet"`: `vgg16.imagenet`, loaded by name
+into the trunk; `backbone_entry`), provided the model normalises its input as those weights
+expect. Downloads go to
 `$ZOO_HOME/weights` (default `~/.cache/zoo/weights`) under a temporary name, are checked against
 the manifest's hash and only then renamed into place, so an interrupted or corrupt download never
 sits where a good file is expected. An entry with no published hash is checked for being whole
@@ -37,6 +43,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import http.client
+import io
 import json
 import os
 import re
@@ -45,6 +52,7 @@ import sys
 import tarfile
 import tempfile
 import time
+import types
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -217,9 +225,13 @@ def find_entry(model_name: str, tag: str) -> dict:
 
 
 def file_record(entry: dict, config=None) -> dict:
-    """The entry's download fields, or its `no_top` file's for a model built without the top."""
-    if "no_top" in entry and config is not None and getattr(config, "include_top", True) is False:
-        return {**entry, **entry["no_top"]}
+    """The entry's download fields, or its `no_top` file's for a model built without the top or
+    with another number of classes than the entry's (a classifier fine-tuned on other classes,
+    whose `predictions` then start from their initialisation)."""
+    if "no_top" in entry and config is not None:
+        other_classes = getattr(config, "classes", entry["classes"]["count"]) != entry["classes"]["count"]
+        if getattr(config, "include_top", True) is False or other_classes:
+            return {**entry, **entry["no_top"]}
     return entry
 
 
@@ -539,17 +551,61 @@ def register_importer(format_name: str, importer) -> None:
 # --------------------------------------------------------------------------- loading
 
 
-def load_weights(model, weights: str | os.PathLike, *, model_name: str, config=None) -> LoadReport:
+# keras.applications' VGG16/VGG19 top: the layers a Fast R-CNN head reuses as fc6/fc7 (same
+# names, same flattened 7 x 7 x 512 input), so a detector with them fetches the file *with* top.
+CLASSIFIER_TOP_KERNELS = {"fc1": (7 * 7 * 512, 4096), "fc2": (4096, 4096)}
+
+
+def backbone_entry(model_name: str, tag: str, config) -> dict | None:
+    """The manifest entry of `config.backbone` for `tag`, for a model without an entry of its own
+    (None when the model has one, has no backbone, or the backbone has no such tag).
+
+    Raises:
+      ValueError: the backbone's weights expect another input normalisation than the model's
+        (`preprocessing`): loaded, they would compute something else.
+    """
+    backbone = getattr(config, "backbone", None)
+    entries = {(entry["model"], entry["tag"]): entry for entry in load_manifest()}
+    if (model_name, tag) in entries or not isinstance(backbone, str) or (backbone, tag) not in entries:
+        return None
+    entry = entries[(backbone, tag)]
+    preprocessing = getattr(config, "preprocessing", entry["preprocessing"])
+    if preprocessing != entry["preprocessing"]:
+        raise ValueError(
+            f"weights={tag!r}: {model_name} has no entry of its own, and its backbone's ({backbone}.{tag}) expect "
+            f"{entry['preprocessing']!r} preprocessing where {model_name} uses {preprocessing!r}; pass a weights "
+            f"file made for {model_name}'s backbone"
+        )
+    return entry
+
+
+def _wants_top(model) -> bool:
+    """Whether `model` has VGG's fc1/fc2 at their ImageNet shapes (a Fast R-CNN VGG16 head)."""
+    kernels = {layer.name: tuple(layer.weights[0].shape) for layer in _flat_layers(model)
+               if layer.name in CLASSIFIER_TOP_KERNELS}
+    return bool(kernels) and all(CLASSIFIER_TOP_KERNELS[name] == shape for name, shape in kernels.items())
+
+
+def load_weights(model, weights: str | os.PathLike, *, model_name: str, config=None,
+                 warn_missing: bool = True) -> LoadReport:
     """Load `weights` (a local path or a manifest tag) into `model` and report what happened.
 
+    A tag the model has no entry for may be its backbone's (`backbone_entry`): the backbone's
+    classifier file is fetched without its top (with it where the model reuses VGG's fc1/fc2)
+    and loaded by layer name into the trunk.
+
     The report is returned and kept as `model.weights_load_report`; model layers the file
-    lacks are also announced with a `UserWarning`.
+    lacks are also announced with a `UserWarning` unless `warn_missing` is False (fine-tuning,
+    whose head is missing from an ImageNet file by design, prints the report instead).
     """
     if not isinstance(weights, (str, os.PathLike)):
         raise TypeError(f"weights must be None, a manifest tag or a file path, got {weights!r}")
     path = Path(weights)
     if path.is_file():
         report = load_weights_file(model, path)
+    elif (backbone := backbone_entry(model_name, str(weights), config)) is not None:
+        top = types.SimpleNamespace(include_top=_wants_top(model))
+        report = load_weights_file(model, fetch_entry(backbone["model"], str(weights), config=top))
     else:
         entry = find_entry(model_name, str(weights))
         if entry["format"] in IMPORTERS:
@@ -562,7 +618,7 @@ def load_weights(model, weights: str | os.PathLike, *, model_name: str, config=N
             )
         else:
             report = load_weights_file(model, fetch_entry(model_name, str(weights), config=config))
-    if report.missing:
+    if report.missing and warn_missing:
         warnings.warn(str(report), UserWarning, stacklevel=3)
     model.weights_load_report = report
     return report
@@ -643,6 +699,10 @@ def load_weights_file(model, path: str | os.PathLike) -> LoadReport:
             raise ValueError(f"weights file {path} is a checkpoint archive; no importer is registered for it")
         return IMPORTERS["tf_checkpoint_archive"](model, path)
     if path.name.endswith((".weights.h5", ".keras")):
+        file_layers = _keras3_file_layers(path)
+        if file_layers is not None and set(file_layers) != {layer.name for layer in _leaf_layers(model)}:
+            # Another model's file (a classifier's, into a detector's trunk): by layer name.
+            return _assign_by_name(_leaf_layers(model), file_layers, path)
         # Keras assigns layer by layer and stops at the first mismatch, so a refused file would
         # leave the model half loaded: keep every value, and put them back on any failure.
         snapshot = [variable.numpy() for variable in model.weights]
@@ -710,6 +770,71 @@ def unnamed_layer_aliases(model_layers: list[str], file_layers: list[str]) -> di
     return aliases
 
 
+def _leaf_layers(model):
+    """Every layer that holds weights and has no sublayers: the layers of a Keras 3 weights file
+    (whose `vars` groups are per leaf layer), looking inside nested models and composite layers."""
+    seen = set()
+    for layer in model.layers:
+        for sublayer in layer._flatten_layers(include_self=True, recursive=True):
+            if id(sublayer) in seen or not sublayer.weights:
+                continue
+            seen.add(id(sublayer))
+            if not list(sublayer._flatten_layers(include_self=False, recursive=False)):
+                yield sublayer
+
+
+def _keras3_file_layers(path: Path) -> dict[str, list] | None:
+    """`{layer name: its arrays in order}` of a Keras 3 `.weights.h5` or `.keras` file, read from
+    the `vars` groups under `layers/` (each carries its layer's name); None when the file cannot
+    be read (the caller's loading then says why) or is a Keras without layer names in the file."""
+    import h5py
+
+    def read(handle):
+        values = {}
+
+        def visit(name, item):
+            if isinstance(item, h5py.Group) and name.rsplit("/", 1)[-1] == "vars" and len(item):
+                if "name" not in item.attrs:
+                    raise KeyError(name)
+                values.setdefault(str(item.attrs["name"]), [item[str(i)][()] for i in range(len(item))])
+
+        if "layers" in handle:
+            handle["layers"].visititems(visit)
+        return values
+
+    try:
+        if path.name.endswith(".keras"):
+            with zipfile.ZipFile(path) as archive:
+                content = io.BytesIO(archive.read("model.weights.h5"))
+            with h5py.File(content, "r") as handle:
+                return read(handle)
+        with h5py.File(path, "r") as handle:
+            return read(handle)
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+        return None
+
+
+def file_layer_names(path: str | os.PathLike) -> list[str] | None:
+    """The names of the layers with weights in a weights file (`.h5` in keras.applications'
+    layout, `.weights.h5`, `.keras`), without loading it into a model; None for a checkpoint
+    archive or a file that cannot be read."""
+    import h5py
+
+    path = Path(path)
+    if path.name.endswith((".weights.h5", ".keras")):
+        layers = _keras3_file_layers(path)
+        return None if layers is None else list(layers)
+    if path.suffix != ".h5":
+        return None
+    try:
+        with h5py.File(path, "r") as handle:
+            group = handle["model_weights"] if "layer_names" not in handle.attrs else handle
+            names = [raw.decode("utf8") if isinstance(raw, bytes) else str(raw) for raw in group.attrs["layer_names"]]
+            return [name for name in names if len(group[name].attrs.get("weight_names", []))]
+    except (OSError, KeyError):
+        return None
+
+
 def load_h5_by_name(model, path: str | os.PathLike) -> LoadReport:
     """Load a keras.applications-style (Keras 2 HDF5) weights file into `model` by layer name.
 
@@ -718,7 +843,6 @@ def load_h5_by_name(model, path: str | os.PathLike) -> LoadReport:
     """
     import h5py
 
-    report = LoadReport(source=str(path))
     try:
         handle = h5py.File(path, "r")
     except OSError as error:
@@ -739,8 +863,20 @@ def load_h5_by_name(model, path: str | os.PathLike) -> LoadReport:
             if weight_names:
                 file_layers[name] = [group[name][w][()] for w in weight_names]
     aliases = unnamed_layer_aliases([layer.name for layer in _flat_layers(model)], list(file_layers))
+    return _assign_by_name(_flat_layers(model), file_layers, path, aliases=aliases)
+
+
+def _assign_by_name(layers, file_layers: dict, path, *, aliases: dict | None = None) -> LoadReport:
+    """Gives each of `layers` the arrays `file_layers` holds under its name (or its alias), once
+    every shape has been checked, and reports the layers on either side that found no partner.
+
+    Raises:
+      ValueError: a layer whose weights in the file have other shapes or another count.
+    """
+    report = LoadReport(source=str(path))
+    file_layers, aliases = dict(file_layers), aliases or {}
     assignments = []
-    for layer in _flat_layers(model):
+    for layer in layers:
         values = file_layers.pop(aliases.get(layer.name, layer.name), None)
         if values is None:
             report.missing.append(layer.name)
