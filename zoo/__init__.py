@@ -15,5 +15,10 @@ from zoo.detection import faster_rcnn  # noqa: E402,F401
 from zoo.export import export  # noqa: E402  (the function; `zoo.export` the module stays importable by name)
 from zoo.segmentation import deeplab_v3_plus  # noqa: E402,F401  (registers the segmenters)
 
+# A `model.keras` written by `zoo train` names `training`'s objects too (the warm-up schedule,
+# the segmentation loss and mean IoU): registering them here means any process that imported
+# `zoo` loads it, compiled, with plain `keras.saving.load_model`.
+import training  # noqa: E402,F401
+
 __version__ = "0.1.0"
 __all__ = ["build", "describe", "export", "list_models", "register", "backbones", "inspect"]

@@ -205,22 +205,30 @@ def cmd_inspect(args) -> int:
     return 0
 
 
-def _class_names(args, weights=None):
-    """`--classes a,b,c`, else the class list saved beside a trained model (`run.json`)."""
-    if args.classes:
-        return tuple(name.strip() for name in args.classes.split(",") if name.strip())
-    if weights is not None:
-        run = Path(weights).parent / "run.json"
-        if run.is_file():
-            return tuple(json.loads(run.read_text())["class_names"])
-    return None
+def _class_names(args, run=None):
+    """`--classes a,b,c`, else the class names the model was trained with (`run`), else None;
+    `--classes` that contradicts the run's is an error."""
+    from zoo.runs import settle
+
+    given = tuple(name.strip() for name in args.classes.split(",") if name.strip()) if args.classes else None
+    return settle("--classes", given, run and run.class_names, source=run and run.source)
 
 
-def _read_dataset(args, *, split, classes, task):
+def _trained_run(args):
+    """The run recorded beside `--weights` (`zoo.runs.trained_run`), checked against the model name."""
+    from zoo.runs import trained_run
+
+    run = trained_run(args.weights)
+    if run is not None and run.model and run.model != args.model:
+        raise ValueError(f"model {args.model} but --weights {args.weights} is a {run.model} (from {run.source})")
+    return run
+
+
+def _read_dataset(args, *, split, classes, task, image_size):
     from training import data
 
     return data.parse_dataset_spec(
-        args.dataset, split=split, classes=classes, image_size=tuple(args.image_size), seed=args.seed, task=task,
+        args.dataset, split=split, classes=classes, image_size=tuple(image_size), seed=args.seed, task=task,
         images=args.images,
     )
 
@@ -310,14 +318,27 @@ def roi_head_overrides(name, image_size, overrides) -> dict:
     return {**overrides, "pool_size": int(min(14, max(4, 2 * round(7 * side / 600))))}
 
 
-def _detection_options(args, image_size, *, training, rpn=False, rois_per_image=None):
+def _run_proposals(args, image_size, run):
+    """The sliding windows of a detector with a `rois` input: the flags, else the run's, else
+    the image size's defaults; a flag that contradicts the run's is an error."""
+    from zoo.runs import settle
+
+    stored = (run and run.proposals) or {}
+    source = run and run.source
+    return proposal_options(
+        image_size,
+        stride=settle("--proposal-stride", args.proposal_stride, stored.get("stride"), source=source),
+        scales=settle("--proposal-scales", args.proposal_scales, stored.get("scales"), source=source),
+        aspect_ratios=settle("--proposal-ratios", args.proposal_ratios, stored.get("aspect_ratios"), source=source),
+    )
+
+
+def _detection_options(args, image_size, *, training, rpn=False, rois_per_image=None, run=None):
     """The detection task's options: proposals (and, to train, the RoI sampling)."""
     if rpn:
         # The detector's RPN makes the proposals; only the sampling is the trainer's.
         return {"rois_per_image": rois_per_image, "seed": args.seed} if training else None
-    options = proposal_options(
-        image_size, stride=args.proposal_stride, scales=args.proposal_scales, aspect_ratios=args.proposal_ratios
-    )
+    options = _run_proposals(args, image_size, run)
     print(
         f"proposals: sliding windows every {options['stride']} px, sides {options['scales']}, "
         f"aspect ratios {options['aspect_ratios']}", file=sys.stderr,
@@ -328,16 +349,37 @@ def _detection_options(args, image_size, *, training, rpn=False, rois_per_image=
     return task_options
 
 
-def _augmentation(recipe_augmentation, disabled):
+def _augmentation(recipe_augmentation, disabled, flip=True):
     """False with --no-augment; the recipe's: DeepLab's (scale 0.5 to 2, mean padding, flips)
-    or the trainer's standard one (True)."""
+    or the trainer's standard one (True); without horizontal flips with --no-flip."""
     if disabled:
         return False
+    augmentation = True
     if recipe_augmentation == "deeplab":
         from training.segmentation import DEEPLAB_AUGMENTATION
 
-        return dict(DEEPLAB_AUGMENTATION)
-    return True
+        augmentation = dict(DEEPLAB_AUGMENTATION)
+    if not flip:
+        augmentation = {**(augmentation if isinstance(augmentation, dict) else {}), "flip_probability": 0.0}
+    return augmentation
+
+
+def _train_image_size(args, description):
+    """`--image-size`, else the model's own training size (`zoo describe`), said in the log."""
+    if args.image_size:
+        return tuple(args.image_size)
+    size = tuple(description.image_size)
+    print(f"image size: {size[0]} x {size[1]}, {description.name}'s own (--image-size H W for another)",
+          file=sys.stderr)
+    return size
+
+
+def _augmentation_text(args, settings) -> str:
+    if args.no_augment:
+        return "no augmentation"
+    flips = ("no horizontal flips (--no-flip)" if args.no_flip else
+             "horizontal flips (--no-flip for digits, text and other data a mirror changes)")
+    return f"{settings['augmentation']} augmentation with {flips}"
 
 
 def _recipe_settings(args, recipe):
@@ -353,7 +395,7 @@ def _recipe_settings(args, recipe):
     print(
         f"recipe: {settings['optimizer']} lr {settings['learning_rate']:g}, {settings['schedule']} schedule, warm-up "
         f"{settings['warmup_epochs']:g} epochs, batch {settings['batch_size']}, weight decay {decay}, batch norm "
-        f"{settings['batch_norm']}{rois}, {'no' if args.no_augment else settings['augmentation']} augmentation, "
+        f"{settings['batch_norm']}{rois}, {_augmentation_text(args, settings)}, "
         f"precise batch norm over {args.precise_bn} batches{given}; "
         f"see `zoo describe {args.model}`", file=sys.stderr,
     )
@@ -367,23 +409,33 @@ def cmd_train(args) -> int:
     _refuse_file_as_out(args.out, "the run (model.keras, run.json, backup/)")
     description = zoo.describe(args.model)
     task = description.task
-    image_size = tuple(args.image_size)
+    image_size = _train_image_size(args, description)
     settings = _recipe_settings(args, description.recipe)
     config = TrainConfig(
         epochs=args.epochs, batch_size=settings["batch_size"], image_size=image_size,
         optimizer=settings["optimizer"], learning_rate=settings["learning_rate"], schedule=settings["schedule"],
         warmup_epochs=settings["warmup_epochs"], momentum=settings["momentum"],
         weight_decay=settings["weight_decay"], batch_norm=settings["batch_norm"], precise_bn=args.precise_bn,
-        freeze_stages=args.freeze_stages, augment=_augmentation(settings["augmentation"], args.no_augment),
+        freeze_stages=args.freeze_stages or 0,
+        augment=_augmentation(settings["augmentation"], args.no_augment, flip=not args.no_flip),
         early_stopping_patience=args.early_stopping, mixed_precision=args.mixed_precision,
         jit_compile=args.jit_compile, strategy=args.strategy,
         adversarial_epsilon=args.adversarial_epsilon, seed=args.seed,
     )
+    tuning = None
+    if args.weights:  # zoo.finetune: the paper's frozen layers, unless --freeze-stages / --batch-norm say
+        from zoo.finetune import fine_tuning
+
+        tuning = fine_tuning(args.model, args.weights, overrides=dict(args.set or []), freeze_stages=args.freeze_stages,
+                             batch_norm=args.batch_norm, list_names=args.weights_report)
+        config = tuning.configure(config)
+        print(tuning.summary(), file=sys.stderr)
     classes = _class_names(args)
-    source = _read_dataset(args, split=args.split, classes=classes, task=task)
+    source = _read_dataset(args, split=args.split, classes=classes, task=task, image_size=image_size)
     validation = None
     if args.val_split:
-        validation = _read_dataset(args, split=args.val_split, classes=source.class_names, task=task)
+        validation = _read_dataset(args, split=args.val_split, classes=source.class_names, task=task,
+                                   image_size=image_size)
         if not source.split_lists:
             # A folder without split lists: train on what the held-out 'val' leaves, never on both.
             from training import split_validation
@@ -401,14 +453,17 @@ def cmd_train(args) -> int:
         if "pool_size" in overrides:
             print(f"roi head: {overrides['pool_size']} x {overrides['pool_size']} RoI grid", file=sys.stderr)
     task_options = None
+    metadata = {"recipe": settings}
     if task == "detection":
         task_options = _detection_options(args, image_size, training=True, rpn=rpn,
                                           rois_per_image=settings["rois_per_image"])
+        if not rpn:  # what evaluate, predict and export read back (zoo.runs)
+            metadata["proposals"] = _run_proposals(args, image_size, None)
     try:
         result = train(
             _builder(args.model, image_size, overrides, task), source, validation, out_dir=args.out,
             task=task, config=config, resume=args.resume, verbose=2 if args.quiet else 1, task_options=task_options,
-            metadata={"recipe": settings},
+            metadata=metadata, weights=tuning,
         )
     except TrainingDiverged as error:
         print(f"zoo train: error: {error}", file=sys.stderr)
@@ -429,20 +484,43 @@ def _load_trained(name, weights, image_size, classes, task="classification"):
     return zoo.build(name, weights=weights, **{count: len(classes) + extra}, input_shape=(*image_size, 3))
 
 
+def _model_image_size(args, model, run):
+    """The size a verb runs a trained model at: its fixed input size, else the run's, else
+    `--image-size`; a flag that contradicts the model is an error naming both sizes."""
+    from zoo.predict import model_image_size
+    from zoo.runs import settle
+
+    given = tuple(args.image_size) if args.image_size else None
+    fixed = model_image_size(model)
+    if fixed:
+        return settle("--image-size", given, tuple(fixed), source=f"the input layer of {args.weights}")
+    return settle("--image-size", given, run and run.image_size, source=run and run.source)
+
+
 def cmd_evaluate(args) -> int:
     import zoo
     from training import evaluate
 
-    task = zoo.describe(args.model).task
-    classes = _class_names(args, args.weights)
-    source = _read_dataset(args, split=args.split, classes=classes, task=task)
+    description = zoo.describe(args.model)
+    task = description.task
+    run = _trained_run(args)
+    classes = _class_names(args, run)
+    model = None
+    if str(args.weights).endswith(".keras"):
+        model = load_keras_file(args.weights)
+        image_size = _model_image_size(args, model, run)
+        if image_size is None:
+            raise ValueError(f"--image-size is needed: {args.weights} takes any size and has no run.json beside it")
+    else:  # a manifest tag or weights file: the registered model, built for the data's classes
+        image_size = tuple(args.image_size) if args.image_size else _train_image_size(args, description)
+    source = _read_dataset(args, split=args.split, classes=classes, task=task, image_size=image_size)
     if not source.split_lists:  # a LabelImg folder: say which images the split is
         print(f"evaluate: {source.summary()}", file=sys.stderr)
-    image_size = tuple(args.image_size)
-    model = _load_trained(args.model, args.weights, image_size, source.class_names, task)
+    if model is None:
+        model = _load_trained(args.model, args.weights, image_size, source.class_names, task)
     task_options = None
     if task == "detection":
-        task_options = _detection_options(args, image_size, training=False, rpn=_has_rpn(args.model))
+        task_options = _detection_options(args, image_size, training=False, rpn=_has_rpn(args.model), run=run)
     if task == "segmentation":
         task_options = {"eval_scales": tuple(args.eval_scales), "add_flipped_images": args.add_flipped_images}
     metrics = evaluate(
@@ -453,30 +531,14 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
-def _trained_image_size(args, model):
-    """`--image-size`, else the model's fixed input size, else the size `zoo train` used (`run.json`)."""
-    from zoo.predict import model_image_size
-
-    if args.image_size:
-        return tuple(args.image_size)
-    fixed = model_image_size(model)
-    if fixed:
-        return tuple(fixed)
-    run = Path(args.weights).parent / "run.json"
-    if run.is_file():
-        size = json.loads(run.read_text()).get("config", {}).get("image_size")
-        if size:
-            return tuple(size)
-    return None
-
-
 def cmd_predict(args) -> int:
     import zoo
     from zoo.predict import model_input_names, predict_files
 
     _refuse_file_as_out(args.out, "the pictures and predictions.json")
     task = zoo.describe(args.model).task
-    classes = _class_names(args, args.weights)
+    run = _trained_run(args)
+    classes = _class_names(args, run)
     if str(args.weights).endswith(".keras"):
         model = _load_trained(args.model, args.weights, None, classes, task)
     else:
@@ -484,12 +546,12 @@ def cmd_predict(args) -> int:
             raise ValueError("--classes is needed with a weights file or tag (there is no run.json beside it)")
         size = tuple(args.image_size) if args.image_size else (None, None)
         model = _load_trained(args.model, args.weights, size, classes, task)
-    image_size = _trained_image_size(args, model)
+    image_size = _model_image_size(args, model, run)
     proposals = None
     if "rois" in model_input_names(model):
         if image_size is None:
             raise ValueError("--image-size is needed: the sliding-window proposals are sized from it")
-        proposals = _detection_options(args, image_size, training=False)["proposals"]
+        proposals = _detection_options(args, image_size, training=False, run=run)["proposals"]
     records = predict_files(
         model, args.images, args.out, task=task, class_names=classes, image_size=image_size, proposals=proposals,
         score_threshold=args.score_threshold, top_k=args.top_k,
@@ -534,10 +596,19 @@ def cmd_export(args) -> int:
         model = zoo.build(args.model, weights=args.weights, **overrides)
     proposal_options = None
     if args.proposals:
-        proposal_options = {key: value for key, value in (
-            ("stride", args.proposal_stride), ("scales", args.proposal_scales),
-            ("aspect_ratios", args.proposal_ratios), ("max_proposals", args.max_proposals),
-        ) if value is not None}
+        run = _trained_run(args)
+        if run is not None and run.proposals:
+            # The windows the model trained with, so that the SavedModel detects as `zoo predict` does.
+            from zoo.predict import model_image_size
+
+            options = _run_proposals(args, model_image_size(model) or run.image_size, run)
+            print(f"zoo export: proposals as in training ({run.source}): sliding windows every {options['stride']} "
+                  f"px, sides {options['scales']}, aspect ratios {options['aspect_ratios']}", file=sys.stderr)
+        else:
+            options = {"stride": args.proposal_stride, "scales": args.proposal_scales,
+                       "aspect_ratios": args.proposal_ratios}
+        proposal_options = {key: value for key, value in {**options, "max_proposals": args.max_proposals}.items()
+                            if value is not None}
     directory = zoo.export(
         model, args.out, overwrite=args.overwrite, batch_size=args.batch_size,
         image_size=tuple(args.image_size) if args.image_size else None, jit_compile=args.jit_compile,
@@ -558,7 +629,8 @@ def _add_data_arguments(parser, *, split):
                         help="coco: the folder the JSON's file_names are in (default: the JSON's folder)")
     parser.add_argument("--split", default=split, help=f"the split to read (default {split})")
     parser.add_argument("--classes", help="comma-separated class names (default: from the data)")
-    parser.add_argument("--image-size", nargs=2, type=int, default=(224, 224), metavar=("H", "W"))
+    parser.add_argument("--image-size", nargs=2, type=int, default=None, metavar=("H", "W"),
+                        help="train: default the model's own (zoo describe MODEL); evaluate: the trained model's")
     parser.add_argument("--batch-size", type=int, default=None,
                         help="train: the recipe's (zoo describe MODEL); evaluate: 16")
     parser.add_argument("--seed", type=int, default=0)
@@ -599,8 +671,12 @@ def make_parser() -> argparse.ArgumentParser:
     training.add_argument("--precise-bn", type=int, default=16, metavar="N",
                           help="re-estimate batch-norm statistics from N training batches before validation "
                                "and at the end (0: off, keep the moving averages)")
-    training.add_argument("--freeze-stages", type=int, default=0)
+    training.add_argument("--freeze-stages", type=int, default=None,
+                          help="backbone stages from the stem not trained (default 0; with --weights of an ImageNet "
+                               "classifier, the paper's: 2 for the detectors)")
     training.add_argument("--no-augment", action="store_true")
+    training.add_argument("--no-flip", action="store_true",
+                          help="no horizontal flips in the augmentation (digits, text: a mirror changes them)")
     training.add_argument("--early-stopping", type=int, default=None, metavar="PATIENCE")
     training.add_argument("--mixed-precision", choices=("mixed_float16", "mixed_bfloat16"))
     training.add_argument("--jit-compile", choices=("auto", "on", "off"), default="auto",
@@ -609,6 +685,12 @@ def make_parser() -> argparse.ArgumentParser:
     training.add_argument("--adversarial-epsilon", type=float, default=0.0, help="FGSM step in pixels")
     training.add_argument("--out", required=True, help="the run's directory")
     training.add_argument("--resume", action="store_true", help="continue from OUT/backup")
+    training.add_argument("--weights", metavar="TAG|PATH",
+                          help="start from pretrained weights: a manifest tag (the backbone's for a detector: "
+                               "imagenet), a keras.applications .h5 (by layer name), .weights.h5, .keras, or a "
+                               "TF-slim checkpoint archive (DeepLab); see zoo.finetune")
+    training.add_argument("--weights-report", action="store_true",
+                          help="with --weights: name every layer loaded, missing and unused (default: counts)")
     training.add_argument("--set", action="append", type=_parse_override, metavar="KEY=VALUE")
     training.add_argument("--rois-per-image", type=int, default=None,
                           help=f"detection: RoIs sampled per image ({recipe})")

@@ -25,6 +25,9 @@ from zoo.config import accepted_overrides, apply_overrides, config_to_dict
 from zoo.recipes import DEFAULT_RECIPES, Recipe
 
 TASKS = ("classification", "detection", "segmentation")
+# The image size (height, width) each task trains and evaluates at unless a family says
+# otherwise: ImageNet's 224 crop, Fast R-CNN's 600-pixel shorter side, DeepLab's 513 crop.
+TASK_IMAGE_SIZES = {"classification": (224, 224), "detection": (600, 600), "segmentation": (513, 513)}
 _NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
@@ -42,6 +45,8 @@ class ModelSpec:
       features: for backbones, `features(config, images) -> dict[str, FeatureMap]`, the
         feature contract that the detection and segmentation heads use; else None.
       recipe: the `zoo.recipes.Recipe` that `zoo train` uses by default.
+      image_size: `(height, width)` the model is trained and evaluated at by default (the
+        paper's: 32 for LeNet-5, 299 for Xception); `zoo train` uses it without `--image-size`.
     """
 
     name: str
@@ -52,6 +57,7 @@ class ModelSpec:
     summary: str
     features: Callable[..., Any] | None = None
     recipe: Recipe | None = None
+    image_size: tuple[int, int] | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,11 +73,13 @@ class ModelDescription:
     weights: list[str]
     is_backbone: bool
     recipe: Recipe | None = None
+    image_size: tuple[int, int] | None = None
 
     def __str__(self) -> str:
         lines = [
             f"{self.name} ({self.task}): {self.summary}",
             f"  paper: {self.paper}",
+            f"  image size (zoo train's default): {self.image_size[0]} x {self.image_size[1]}",
             f"  weights: {', '.join(self.weights) if self.weights else 'none published in the manifest'}",
         ]
         if self.recipe is not None:
@@ -92,10 +100,13 @@ def register(
     paper: str,
     features: Callable[..., Any] | None = None,
     recipe: Recipe | None = None,
+    image_size: tuple[int, int] | None = None,
 ):
     """Decorator that registers the config returned by the decorated function under `name`.
 
     `recipe` is the family's default training recipe (`zoo.recipes`); without it, the task's.
+    `image_size` is the `(height, width)` it trains at by default; without it, the task's
+    (`TASK_IMAGE_SIZES`).
 
     Raises:
       ValueError: `name` is already registered, is not lowercase_with_underscores, or `task`
@@ -105,6 +116,9 @@ def register(
         raise ValueError(f"model name {name!r} must be lowercase letters, digits and underscores")
     if task not in TASKS:
         raise ValueError(f"task of {name!r} must be one of {TASKS}, got {task!r}")
+    image_size = tuple(image_size) if image_size is not None else TASK_IMAGE_SIZES[task]
+    if len(image_size) != 2 or not all(isinstance(side, int) and side > 0 for side in image_size):
+        raise ValueError(f"image_size of {name!r} must be (height, width) in pixels, got {image_size!r}")
 
     def decorator(config_fn: Callable[[], Any]):
         if name in _REGISTRY:
@@ -122,6 +136,7 @@ def register(
             summary=summary,
             features=features,
             recipe=recipe or DEFAULT_RECIPES[task],
+            image_size=image_size,
         )
         return config_fn
 
@@ -210,4 +225,5 @@ def describe(name: str) -> ModelDescription:
         weights=weights_lib.available_tags(name),
         is_backbone=spec.features is not None,
         recipe=spec.recipe,
+        image_size=spec.image_size,
     )

@@ -239,7 +239,7 @@ def build_lenet(config: LeNetConfig, *, name: str = "lenet5") -> keras.Model:
     return keras.Model(images, x, name=name)
 
 
-@register("lenet5", task="classification", builder=build_lenet, paper=PAPER)
+@register("lenet5", task="classification", builder=build_lenet, paper=PAPER, image_size=(32, 32))
 def lenet5() -> LeNetConfig:
     """LeNet-5 with the paper's C3 connection table and trainable subsampling, 32x32x1 inputs."""
     return LeNetConfig()

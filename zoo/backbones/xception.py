@@ -314,7 +314,8 @@ def build_xception(config: XceptionConfig, *, name: str = "xception") -> keras.M
     return build_classifier(config, xception_features, name=name, min_size=MIN_INPUT_SIZE, shape=shape)
 
 
-@register("xception", task="classification", builder=build_xception, paper=PAPER, features=xception_features)
+@register("xception", task="classification", builder=build_xception, paper=PAPER, features=xception_features,
+          image_size=(299, 299))
 def xception() -> XceptionConfig:
     """Xception, keras.applications-compatible, [-1, 1] inputs (299 x 299 with the top)."""
     return XceptionConfig()
@@ -322,7 +323,7 @@ def xception() -> XceptionConfig:
 
 @register(
     "xception65", task="classification", builder=build_xception, paper=ALIGNED_PAPER,
-    features=xception_features,
+    features=xception_features, image_size=(299, 299),
 )
 def xception65() -> XceptionConfig:
     """DeepLab's aligned Xception-65: strided separable convolutions, BN after each depthwise."""

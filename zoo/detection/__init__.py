@@ -1,9 +1,12 @@
-"""Detection: region proposals now; the Fast / Faster R-CNN assembly and post-processing join here.
+"""Detection: region proposals, the Fast / Faster R-CNN detectors and their post-processing.
 
 - `proposals`: selective search (OpenCV), sliding windows and the anchor grid of an RPN.
+- `fast_rcnn`, `faster_rcnn`, `rpn`: the registered detectors; `postprocess`: per-class NMS.
+- `svd`: the truncated-SVD fc layers of Fast R-CNN's section 3.1 (imported here so that a
+  compressed model's `.keras` file loads after `import zoo`).
 """
 
-from zoo.detection import proposals
+from zoo.detection import proposals, svd  # noqa: F401
 from zoo.detection.proposals import (
     SlidingWindowProposals,
     anchor_grid,
