@@ -26,6 +26,8 @@ import os
 import sys
 from pathlib import Path
 
+from zoo.detection.sizing import has_rpn, proposal_options, roi_head_overrides, rpn_overrides, sliding_window_proposals
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
@@ -247,77 +249,6 @@ def _builder(name, image_size, overrides, task="classification"):
     return build
 
 
-# Sliding-window proposals for `zoo train` / `zoo evaluate` of a detector, as fractions of the
-# image's shorter side S: windows every S / 16 pixels (at least 4), sides S / 8 ... 3 S / 4.
-PROPOSAL_SCALES = (0.125, 0.25, 0.5, 0.75)
-PROPOSAL_RATIOS = (0.5, 1.0, 2.0)
-
-
-def proposal_options(image_size, *, stride=None, scales=None, aspect_ratios=None):
-    """The sliding windows' `{"stride", "scales", "aspect_ratios"}` for an image size, with defaults."""
-    short = min(image_size)
-    return {
-        "stride": int(stride) if stride else max(4, short // 16),
-        "scales": tuple(float(s) for s in scales) if scales else tuple(round(f * short, 1) for f in PROPOSAL_SCALES),
-        "aspect_ratios": tuple(float(r) for r in aspect_ratios) if aspect_ratios else PROPOSAL_RATIOS,
-    }
-
-
-def sliding_window_proposals(*, stride, scales, aspect_ratios):
-    """`images [B, H, W, 3] -> [N, 4]`: `zoo.detection.proposals.sliding_windows` over the batch's size."""
-    import tensorflow as tf
-
-    from zoo.detection.proposals import sliding_windows
-
-    def proposals(images):
-        shape = tf.shape(images)
-        return sliding_windows(shape[1], shape[2], stride=stride, scales=scales, aspect_ratios=aspect_ratios)
-
-    return proposals
-
-
-def _has_rpn(name) -> bool:
-    """A detector that makes its own proposals (Faster R-CNN), not one with a `rois` input."""
-    import zoo
-
-    return "anchor_scales" in zoo.describe(name).defaults
-
-
-def rpn_overrides(image_size, overrides, *, scales=None, aspect_ratios=None) -> dict:
-    """A Faster R-CNN's anchors and minimum proposal size for `zoo train`, from the image size.
-
-    The registered defaults (anchors of 128 to 512 pixels, proposals of at least 16) suit
-    images of about 600 pixels. Unless `--set` gives them, `zoo train` uses the sliding
-    windows' sides (`--proposal-scales`, default 1/8 ... 3/4 of the shorter side), their aspect
-    ratios, and a minimum side of 1/16 of the shorter side (at most 16 pixels).
-    """
-    windows = proposal_options(image_size, scales=scales, aspect_ratios=aspect_ratios)
-    defaults = {
-        "anchor_scales": windows["scales"], "anchor_aspect_ratios": windows["aspect_ratios"],
-        "rpn_min_size": float(min(16.0, min(image_size) / 16.0)),
-    }
-    return {**defaults, **overrides}
-
-
-def roi_head_overrides(name, image_size, overrides) -> dict:
-    """An R50-C4 head's RoI grid for `zoo train`, from the image size, unless `--set` gives it.
-
-    The registered 14 x 14 (conv5 halves it to 7 x 7, detectron2's and torchvision's R50-C4)
-    suits images of about 600 pixels. A smaller image holds proportionally smaller objects, a
-    few cells of the stride-16 map, and a 14 x 14 grid over them repeats the same cells while
-    conv5 runs on all 196: the grid scales with the shorter side, `14 * side / 600` rounded to
-    an even size in [4, 14] (6 at 256 pixels, 4 at 192: the grid of the synthetic benches).
-    VGG16's grid stays 7, which its fc6 weights fix.
-    """
-    import zoo
-
-    defaults = zoo.describe(name).defaults
-    if defaults.get("backbone") != "resnet50" or "pool_size" not in defaults or "pool_size" in overrides:
-        return overrides
-    side = min(image_size)
-    return {**overrides, "pool_size": int(min(14, max(4, 2 * round(7 * side / 600))))}
-
-
 def _run_proposals(args, image_size, run):
     """The sliding windows of a detector with a `rois` input: the flags, else the run's, else
     the image size's defaults; a flag that contradicts the run's is an error."""
@@ -442,7 +373,7 @@ def cmd_train(args) -> int:
 
             source = split_validation(source, config.validation_fraction, args.seed)[0]
     overrides = dict(args.set or [])
-    rpn = task == "detection" and _has_rpn(args.model)
+    rpn = task == "detection" and has_rpn(args.model)
     if rpn:
         overrides = rpn_overrides(image_size, overrides, scales=args.proposal_scales,
                                   aspect_ratios=args.proposal_ratios)
@@ -520,7 +451,7 @@ def cmd_evaluate(args) -> int:
         model = _load_trained(args.model, args.weights, image_size, source.class_names, task)
     task_options = None
     if task == "detection":
-        task_options = _detection_options(args, image_size, training=False, rpn=_has_rpn(args.model), run=run)
+        task_options = _detection_options(args, image_size, training=False, rpn=has_rpn(args.model), run=run)
     if task == "segmentation":
         task_options = {"eval_scales": tuple(args.eval_scales), "add_flipped_images": args.add_flipped_images}
     metrics = evaluate(

@@ -125,7 +125,7 @@ def _detector(config, out_dir, summary):
 
     import zoo
     from training import TrainConfig, data, evaluate_detector, train
-    from zoo.detection.proposals import sliding_windows
+    from zoo.detection.sizing import sliding_window_proposals
     from zoo.predict import write_image
 
     size = (config.image_size, config.image_size)
@@ -133,10 +133,7 @@ def _detector(config, out_dir, summary):
     train_source = data.synthetic(config.train_images, seed=0, **synthetic)
     test_source = data.synthetic(config.test_images, seed=1_000_003, **synthetic)
 
-    def proposals(images):
-        shape = tf.shape(images)
-        return sliding_windows(shape[1], shape[2], stride=config.window_stride, scales=config.window_scales,
-                               aspect_ratios=(1.0,))
+    proposals = sliding_window_proposals(stride=config.window_stride, scales=config.window_scales, aspect_ratios=(1.0,))
 
     _say(f"1/3 training fast_rcnn_resnet50 on {train_source.summary()}")
     start = time.perf_counter()

@@ -21,7 +21,8 @@ from tests.zoo.segmentation.test_slim_checkpoint_import import BUILD_TINY, archi
 from tests.zoo.test_downloads import TINY, server, setup  # noqa: F401  (fixtures: resnet18.imagenet served here)
 from training import TrainConfig, data, train
 from zoo import weights as weights_lib
-from zoo.cli import main, sliding_window_proposals
+from zoo.cli import main
+from zoo.detection.sizing import sliding_window_proposals
 from zoo.finetune import fine_tuning, weights_kind
 
 SIZE = 64

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import zoo
+from zoo.detection.sizing import has_rpn
 from tests.helpers import random_pixels
 
 SMALL = {
@@ -21,19 +22,15 @@ SMALL = {
 SMALL_RPN = dict(anchor_scales=(16.0, 32.0), rpn_min_size=1.0, test_post_nms_top_n=3)
 
 
-def _has_rpn(name):
-    return "anchor_scales" in zoo.describe(name).defaults
-
-
 def small_model(name):
     task = zoo.describe(name).task
-    return zoo.build(name, **SMALL[task], **(SMALL_RPN if _has_rpn(name) else {}))
+    return zoo.build(name, **SMALL[task], **(SMALL_RPN if has_rpn(name) else {}))
 
 
 def small_inputs(name, rng):
     pixels = random_pixels(rng, (2, 64, 64, 3))
     if zoo.describe(name).task == "detection":
-        if _has_rpn(name):
+        if has_rpn(name):
             return {"images": pixels}
         rois = np.array([[[0, 0, 40, 40], [10, 20, 60, 64], [0, 0, 0, 0]]] * 2, "float32")
         return {"images": pixels, "rois": rois}

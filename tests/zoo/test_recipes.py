@@ -77,7 +77,7 @@ def test_zoo_train_prints_and_stores_the_recipe_it_used(tmp_path):
 
 
 def test_an_r50_c4_heads_roi_grid_scales_with_the_image_and_set_wins():
-    from zoo.cli import roi_head_overrides
+    from zoo.detection.sizing import roi_head_overrides
 
     assert roi_head_overrides("faster_rcnn_resnet50", (600, 800), {}) == {"pool_size": 14}  # the registered one
     assert roi_head_overrides("fast_rcnn_resnet50", (256, 320), {}) == {"pool_size": 6}

@@ -174,7 +174,7 @@ def test_zoo_train_and_evaluate_on_coco_in_separate_processes(coco_json, tmp_pat
     import zoo  # noqa: F401 (registers the zoo's layers for load_model)
     from tests.helpers import run_zoo
     from training.detection import detect_source, detection_metrics
-    from zoo.cli import proposal_options, sliding_window_proposals
+    from zoo.detection.sizing import proposal_options, sliding_window_proposals
 
     out = tmp_path / "run"
     common = ["--dataset", f"coco:{coco_json}", "--image-size", "32", "32", "--batch-size", "2",

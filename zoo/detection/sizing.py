@@ -1,0 +1,86 @@
+"""How a detector's proposals, anchors and RoI grid are sized from the image size it trains at.
+
+The registered defaults suit the papers' images of about 600 pixels. `zoo train` on smaller
+images (and `zoo evaluate`, `predict` and `export` after it, through the run's record) sizes
+them here, unless the user gives them:
+
+- `proposal_options`: sliding windows (Fast R-CNN's proposals without selective search) every
+  S / 16 pixels, of sides S / 8 ... 3 S / 4, for a shorter side S;
+- `rpn_overrides`: a Faster R-CNN's anchors of the same sides and its minimum proposal size;
+- `roi_head_overrides`: an R50-C4 head's RoI grid, `14 * S / 600` rounded to an even size.
+
+    >>> proposal_options((192, 256))
+    {'stride': 12, 'scales': (24.0, 48.0, 96.0, 144.0), 'aspect_ratios': (0.5, 1.0, 2.0)}
+"""
+
+from __future__ import annotations
+
+# Sliding windows as fractions of the image's shorter side S: every S / 16 pixels (at least 4),
+# sides S / 8 ... 3 S / 4.
+PROPOSAL_SCALES = (0.125, 0.25, 0.5, 0.75)
+PROPOSAL_RATIOS = (0.5, 1.0, 2.0)
+
+
+def proposal_options(image_size, *, stride=None, scales=None, aspect_ratios=None):
+    """The sliding windows' `{"stride", "scales", "aspect_ratios"}` for an image size, with defaults."""
+    short = min(image_size)
+    return {
+        "stride": int(stride) if stride else max(4, short // 16),
+        "scales": tuple(float(s) for s in scales) if scales else tuple(round(f * short, 1) for f in PROPOSAL_SCALES),
+        "aspect_ratios": tuple(float(r) for r in aspect_ratios) if aspect_ratios else PROPOSAL_RATIOS,
+    }
+
+
+def sliding_window_proposals(*, stride, scales, aspect_ratios):
+    """`images [B, H, W, 3] -> [N, 4]`: `zoo.detection.proposals.sliding_windows` over the batch's size."""
+    import tensorflow as tf
+
+    from zoo.detection.proposals import sliding_windows
+
+    def proposals(images):
+        shape = tf.shape(images)
+        return sliding_windows(shape[1], shape[2], stride=stride, scales=scales, aspect_ratios=aspect_ratios)
+
+    return proposals
+
+
+def has_rpn(name) -> bool:
+    """A detector that makes its own proposals (Faster R-CNN), not one with a `rois` input."""
+    import zoo
+
+    return "anchor_scales" in zoo.describe(name).defaults
+
+
+def rpn_overrides(image_size, overrides, *, scales=None, aspect_ratios=None) -> dict:
+    """A Faster R-CNN's anchors and minimum proposal size for `zoo train`, from the image size.
+
+    The registered defaults (anchors of 128 to 512 pixels, proposals of at least 16) suit
+    images of about 600 pixels. Unless `--set` gives them, `zoo train` uses the sliding
+    windows' sides (`--proposal-scales`, default 1/8 ... 3/4 of the shorter side), their aspect
+    ratios, and a minimum side of 1/16 of the shorter side (at most 16 pixels).
+    """
+    windows = proposal_options(image_size, scales=scales, aspect_ratios=aspect_ratios)
+    defaults = {
+        "anchor_scales": windows["scales"], "anchor_aspect_ratios": windows["aspect_ratios"],
+        "rpn_min_size": float(min(16.0, min(image_size) / 16.0)),
+    }
+    return {**defaults, **overrides}
+
+
+def roi_head_overrides(name, image_size, overrides) -> dict:
+    """An R50-C4 head's RoI grid for `zoo train`, from the image size, unless `--set` gives it.
+
+    The registered 14 x 14 (conv5 halves it to 7 x 7, detectron2's and torchvision's R50-C4)
+    suits images of about 600 pixels. A smaller image holds proportionally smaller objects, a
+    few cells of the stride-16 map, and a 14 x 14 grid over them repeats the same cells while
+    conv5 runs on all 196: the grid scales with the shorter side, `14 * side / 600` rounded to
+    an even size in [4, 14] (6 at 256 pixels, 4 at 192: the grid of the synthetic benches).
+    VGG16's grid stays 7, which its fc6 weights fix.
+    """
+    import zoo
+
+    defaults = zoo.describe(name).defaults
+    if defaults.get("backbone") != "resnet50" or "pool_size" not in defaults or "pool_size" in overrides:
+        return overrides
+    side = min(image_size)
+    return {**overrides, "pool_size": int(min(14, max(4, 2 * round(7 * side / 600))))}
