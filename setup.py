@@ -51,7 +51,10 @@ setup(
         "matplotlib>=3.8",
     ],
     extras_require={
-        "dev": ["pytest>=8", "hypothesis>=6.100", "pycocotools>=2.0.7", "nbmake>=1.5", "ipykernel>=6"],
+        # scikit-learn: bench/digits_lenet5.py's real handwritten digits (load_digits, bundled) and its test.
+        "dev": ["pytest>=8", "hypothesis>=6.100", "pycocotools>=2.0.7", "nbmake>=1.5", "ipykernel>=6",
+                "scikit-learn>=1.3"],
+        "bench": ["scikit-learn>=1.3"],
         "notebooks": ["nbmake>=1.5", "matplotlib>=3.8", "ipykernel>=6"],
         "coco": ["pycocotools>=2.0.7"],
     },
