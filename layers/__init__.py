@@ -6,9 +6,11 @@
 - `ResizeBilinear`, `resample.resize_bilinear`, `resample.crop_and_resize`: the one bilinear
   resampling primitive, XLA-capable, with DeepLab's align_corners.
 - `boxes`: IoU, box encoding, clipping, conversions and per-class NMS.
+- `image_resize`: an image of any size -> a model's fixed input ("stretch" or aspect-keeping
+  "letterbox"), with its mask, and the scale that maps boxes back to the original pixels.
 """
 
-from layers import boxes, resample
+from layers import boxes, image_resize, resample
 from layers.aspp import ASPP, atrous_rates_for
 from layers.preprocessing import PRESETS, PixelNormalization
 from layers.resample import ResizeBilinear, crop_and_resize, resize_bilinear
@@ -23,6 +25,7 @@ __all__ = [
     "atrous_rates_for",
     "boxes",
     "crop_and_resize",
+    "image_resize",
     "resample",
     "resize_bilinear",
 ]

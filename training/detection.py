@@ -30,13 +30,16 @@ Decisions (where the paper is silent or the data is degenerate):
   L1 (beta = 1) of the target class's four deltas summed over the foreground RoIs and divided
   by the same count of valid RoIs (the paper's lambda [u >= 1] averaged over the mini-batch,
   detectron2's normalisation); with no valid RoI both parts are 0.
-- Data: `training.data.make_dataset(task="detection")` resizes every image to `image_size`
-  without keeping its aspect ratio (boxes are scaled by the same per-axis ratios, so they stay
-  exact), and its training augmentation flips horizontally (boxes mirrored with the pixels),
-  scales by one factor for both axes and crops with padding. The paper keeps the aspect ratio
-  (shorter side 600); with a fixed square size a VOC detector sees stretched objects, the same
-  in training and evaluation. IoU is unchanged by scaling each axis, so AP computed in the
-  resized frame (as `evaluate_detector` does) equals AP in the original pixels.
+- Data: `training.data.make_dataset(task="detection")` resizes every image to `image_size`,
+  either stretched (`resize="stretch"`, each axis by its own ratio) or keeping its aspect ratio
+  (`resize="letterbox"`: one factor, the image fitted inside `image_size`, padded at the bottom
+  and on the right; `layers.image_resize`); boxes are scaled by the same ratios as the pixels,
+  so they stay exact. Its training augmentation flips horizontally (boxes mirrored with the
+  pixels), scales by one factor for both axes and crops with padding. The paper keeps the aspect
+  ratio (shorter side 600); stretched to a fixed square, a VOC detector sees distorted objects,
+  the same in training and evaluation, which letterboxing avoids. Evaluation
+  (`detect_source`) maps each detection back to its original image's pixels by undoing the
+  resize of the run, and scores it there against the ground truth as annotated.
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ import tensorflow as tf
 from keras.src.losses.loss import scale_loss_for_distribution
 
 from layers import boxes as box_ops
+from layers.image_resize import original_scale
 from training.data import load_image, make_dataset
 from training.detection_eval import coco_evaluate, evaluate_detections, split_batch
 from training.tasks import Task, register_task
@@ -513,7 +517,7 @@ class FastRCNNTrainer(keras.Model):
 
 
 def evaluate_detector(model, source, *, proposals=None, image_size, batch_size=8, iou_threshold=0.5,
-                      use_07_metric=False, coco_ap=None, verbose=0):
+                      use_07_metric=False, coco_ap=None, verbose=0, resize="stretch"):
     """PASCAL VOC AP of a detector on `source`, per class and the mean, and COCO's AP on COCO data.
 
     `detect_source` runs the detector, `detection_metrics` scores its detections; see them.
@@ -527,6 +531,7 @@ def evaluate_detector(model, source, *, proposals=None, image_size, batch_size=8
       image_size: `(height, width)`.
       batch_size: images per call.
       iou_threshold, use_07_metric: `evaluate_detections`'s.
+      resize: "stretch" or "letterbox", as the model was trained (`TrainConfig.resize`).
       coco_ap: add COCO's AP (`coco_evaluate`); None: when `source` was read from COCO JSON.
       verbose: 1 prints progress to stderr.
 
@@ -540,21 +545,22 @@ def evaluate_detector(model, source, *, proposals=None, image_size, batch_size=8
       ...                   proposals=windows, image_size=(128, 128))["mAP@0.5"]
     """
     detections = detect_source(model, source, proposals=proposals, image_size=image_size, batch_size=batch_size,
-                               verbose=verbose)
+                               verbose=verbose, resize=resize)
     return detection_metrics(detections, source, iou_threshold=iou_threshold, use_07_metric=use_07_metric,
                              coco_ap=coco_ap)
 
 
-def detect_source(model, source, *, proposals=None, image_size, batch_size=8, verbose=0):
+def detect_source(model, source, *, proposals=None, image_size, batch_size=8, verbose=0, resize="stretch"):
     """A detector's detections on every example of `source`, in the original images' pixels.
 
-    Images are resized to `image_size` (`make_dataset`, unaugmented, in the source's order),
-    the detector runs on `proposals(images)` (on the images alone when it has an RPN), and its
-    boxes (NMS in the model) are scaled back to each example's own size, where its ground
-    truth and COCO's area ranges are.
+    Images are resized to `image_size` by `resize` (`make_dataset`, unaugmented, in the
+    source's order), the detector runs on `proposals(images)` (on the images alone when it has
+    an RPN), and its boxes (NMS in the model) are scaled back to each example's own size
+    (`layers.image_resize.original_scale`: the letterbox padding is at the bottom and right, so
+    there is no offset) and clipped to it, where its ground truth and COCO's area ranges are.
 
     Args:
-      model, source, proposals, image_size, batch_size, verbose: as in `evaluate_detector`.
+      model, source, proposals, image_size, batch_size, verbose, resize: as in `evaluate_detector`.
 
     Returns:
       One dict per example, "boxes" `[D, 4]` yxyx pixels of the original image, "scores"
@@ -574,6 +580,7 @@ def detect_source(model, source, *, proposals=None, image_size, batch_size=8, ve
     most_boxes = max([len(example.boxes) for example in source.examples if example.boxes is not None] + [1])
     dataset = make_dataset(
         source, task="detection", batch_size=batch_size, image_size=image_size, training=False, max_boxes=most_boxes,
+        resize=resize,
     )
 
     if takes_rois(model) != (proposals is not None):
@@ -596,11 +603,12 @@ def detect_source(model, source, *, proposals=None, image_size, batch_size=8, ve
         detections += split_batch({key: value.numpy() for key, value in detect(images).items()})
         if verbose:
             print(f"evaluate_detector: {len(detections)}/{len(source.examples)} images", file=sys.stderr, flush=True)
-    height, width = image_size
     for detection, example in zip(detections, source.examples):
-        original = example.size or load_image(example).shape[:2]
-        scale = np.array([original[0] / height, original[1] / width] * 2, np.float32)
-        detection["boxes"] = detection["boxes"] * scale
+        original = tuple(example.size or load_image(example).shape[:2])
+        scale = original_scale(original, image_size, resize=resize).astype(np.float32)
+        # A letterboxed detector may put a box over the padding: the image ends where the original does.
+        limits = np.array(original * 2, np.float32)
+        detection["boxes"] = np.clip(detection["boxes"] * scale, 0.0, limits)
     return detections
 
 
@@ -647,11 +655,12 @@ def takes_rois(model):
     return isinstance(getattr(model, "input", None), dict) and "rois" in model.input
 
 
-def _evaluate(model, source, *, batch_size, image_size, verbose=0, proposals=None, **options):
+def _evaluate(model, source, *, batch_size, image_size, resize="stretch", verbose=0, proposals=None, **options):
     if proposals is None and takes_rois(model):
         raise ValueError("detection evaluation needs proposals=images -> boxes (zoo evaluate builds sliding windows)")
     return evaluate_detector(
-        model, source, proposals=proposals, image_size=image_size, batch_size=batch_size, verbose=verbose, **options
+        model, source, proposals=proposals, image_size=image_size, batch_size=batch_size, verbose=verbose,
+        resize=resize, **options
     )
 
 

@@ -40,6 +40,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from layers.image_resize import RESIZE_MODES
 from training import data as data_lib
 from training.adversarial import AdversarialModel
 from training.callbacks import Backup, BestCheckpoint, EarlyStopping, StalledValidation, StopOnNaN
@@ -66,6 +67,12 @@ class TrainConfig:
     Attributes:
       epochs, batch_size: the global batch (split across replicas under a strategy).
       image_size: `(height, width)` the images are resized to.
+      resize: how: "stretch" (each axis to its side, the aspect ratio lost: keras.applications'
+        classifiers) or "letterbox" (the aspect ratio kept, the image fitted inside `image_size`
+        and padded at the bottom and right: what detectors and DeepLab do); see
+        `layers.image_resize`. Evaluation and prediction must resize the same way, so it is part
+        of `run.json`'s config and of what a resumed run must agree on. Each model's own is
+        `zoo.describe(name).resize`; this default is the classifiers'.
       optimizer: "sgd" (momentum `momentum`), "adam" or "adamw".
       learning_rate, schedule, warmup_epochs: the base rate, "constant" / "step" / "poly" /
         "cosine" (`training.optimizers.WarmupSchedule`) and a linear warm-up; "step" divides
@@ -94,6 +101,7 @@ class TrainConfig:
     epochs: int = 10
     batch_size: int = 16
     image_size: tuple[int, int] = (224, 224)
+    resize: str = "stretch"
     optimizer: str = "sgd"
     learning_rate: float = 0.01
     schedule: str = "cosine"
@@ -119,6 +127,7 @@ class TrainConfig:
             (self.epochs >= 1, "epochs", "a positive integer"),
             (self.batch_size >= 1, "batch_size", "a positive integer"),
             (len(self.image_size) == 2 and min(self.image_size) >= 1, "image_size", "(height, width)"),
+            (self.resize in RESIZE_MODES, "resize", f"one of {RESIZE_MODES}"),
             (self.optimizer in OPTIMIZERS, "optimizer", f"one of {OPTIMIZERS}"),
             (self.learning_rate > 0, "learning_rate", "positive"),
             (self.schedule in SCHEDULES, "schedule", f"one of {SCHEDULES}"),
@@ -201,7 +210,7 @@ def _epochs_dataset(source, task, config, first_epoch, steps_per_epoch):
         data_lib.make_dataset(
             source, task=task.name, batch_size=config.batch_size, image_size=config.image_size,
             training=True, seed=config.seed, epoch=epoch, augment=config.augment,
-            num_classes=len(source.class_names),
+            num_classes=len(source.class_names), resize=config.resize,
         ).take(steps_per_epoch)
         for epoch in range(first_epoch, config.epochs)
     ]
@@ -245,7 +254,7 @@ def _statistics_callbacks(trainee, train_source, task, config, nan_guard, valida
             return data_lib.make_dataset(
                 train_source, task=task.name, batch_size=config.batch_size, image_size=config.image_size,
                 training=True, seed=config.seed + 1, epoch=epoch, augment=config.augment,
-                num_classes=len(train_source.class_names),
+                num_classes=len(train_source.class_names), resize=config.resize,
             )
 
         callbacks.append(PreciseBatchNorm(batches, num_batches=num_batches, nan_guard=nan_guard))
@@ -280,6 +289,7 @@ RESUME_SETTINGS = (
     ("mixed precision", ("config", "mixed_precision")), ("adversarial epsilon", ("config", "adversarial_epsilon")),
     ("adversarial ratio", ("config", "adversarial_ratio")), ("seed", ("config", "seed")),
     ("batch size", ("config", "batch_size")), ("image size", ("config", "image_size")),
+    ("resize", ("config", "resize")),
 )
 
 
@@ -516,7 +526,7 @@ def train(
                 validation = data_lib.make_dataset(
                     validation_source, task=task.name, batch_size=config.batch_size,
                     image_size=config.image_size, training=False, seed=config.seed,
-                    num_classes=num_classes,
+                    num_classes=num_classes, resize=config.resize,
                 )
             callbacks = [nan_guard, *_statistics_callbacks(trainee, train_source, task, config, nan_guard,
                                                            validation is not None, verbose),
@@ -559,13 +569,18 @@ def train(
 
 
 def evaluate(model: keras.Model, source, *, task: str = "classification", batch_size: int = 16, image_size=None,
-             verbose: int = 1, task_options: dict | None = None) -> dict[str, float]:
+             verbose: int = 1, task_options: dict | None = None, resize: str = "stretch") -> dict[str, float]:
     """The task's metrics of `model` on `source`, as a dict (`{"loss": ..., "top1": ...}`).
 
     A task with its own `evaluate` (detection: `{"mAP@0.5": ..., "AP/<class>": ...}`) computes
     them, given `task_options` (detection: `proposals`); the others run Keras's `evaluate`.
+    Images are resized to `image_size` (default: the model's input size) by `resize`, which
+    must be the run's (`TrainConfig.resize`, `run.json["config"]["resize"]`); detections are
+    scored in the original images' pixels either way.
     """
     task = get_task(task)
+    if resize not in RESIZE_MODES:
+        raise ValueError(f"evaluate: resize must be one of {RESIZE_MODES}, got {resize!r}")
     if task_options and task.evaluate is None:
         raise ValueError(f"task_options {sorted(task_options)}: the {task.name} task takes none")
     if image_size is None:
@@ -575,14 +590,14 @@ def evaluate(model: keras.Model, source, *, task: str = "classification", batch_
         image_size = (height, width)
     if task.evaluate is not None:
         return task.evaluate(
-            model, source, batch_size=batch_size, image_size=tuple(image_size), verbose=verbose,
+            model, source, batch_size=batch_size, image_size=tuple(image_size), resize=resize, verbose=verbose,
             **(task_options or {}),
         )
     num_classes = len(source.class_names)
     model.compile(loss=task.loss(model) if task.loss else None, metrics=task.metrics(num_classes))
     dataset = data_lib.make_dataset(
         source, task=task.name, batch_size=batch_size, image_size=tuple(image_size), training=False,
-        num_classes=num_classes,
+        num_classes=num_classes, resize=resize,
     )
     results = model.evaluate(dataset, return_dict=True, verbose=verbose)
     return {name: float(value) for name, value in results.items()}

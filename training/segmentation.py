@@ -219,14 +219,20 @@ def predict_multiscale(model, images, *, eval_scales=(1.0,), add_flipped_images=
 
 
 def evaluate_segmenter(model, source, *, image_size, batch_size=8, eval_scales=(1.0,), add_flipped_images=False,
-                       class_names=None, verbose=0):
+                       class_names=None, verbose=0, resize="stretch"):
     """Mean and per-class IoU of a segmenter on `source` (images resized to `image_size`).
+
+    The pixels scored are the model's input pixels, as the validation during training scores
+    them (`MeanIoU`), so that the two agree: the masks are resized with their images
+    (nearest neighbour), and with `resize="letterbox"` the padding is labelled 255 and takes
+    no part. `zoo.predict.segment` maps a prediction back to the original image's pixels.
 
     Args:
       model: raw pixels -> logits `[B, H, W, K]`, K = `len(source.class_names) + 1`.
       source: a `training.data.DatasetSource` with masks.
       image_size: `(height, width)` every image and mask is resized to (`make_dataset`, masks
         nearest-neighbour), unaugmented.
+      resize: "stretch" or "letterbox", as the model was trained (`TrainConfig.resize`).
       eval_scales, add_flipped_images: `predict_multiscale`'s.
       class_names: K names for the per-class keys; default "background" + the source's.
       verbose: 1 prints progress to stderr.
@@ -244,7 +250,7 @@ def evaluate_segmenter(model, source, *, image_size, batch_size=8, eval_scales=(
         )
     dataset = make_dataset(
         source, task="segmentation", batch_size=batch_size, image_size=image_size, training=False,
-        num_classes=len(source.class_names),
+        num_classes=len(source.class_names), resize=resize,
     )
     scales, flipped = tuple(eval_scales), bool(add_flipped_images)
 
@@ -269,8 +275,9 @@ def evaluate_segmenter(model, source, *, image_size, batch_size=8, eval_scales=(
 # --------------------------------------------------------------------------- task
 
 
-def _evaluate(model, source, *, batch_size, image_size, verbose=0, **options):
-    return evaluate_segmenter(model, source, image_size=image_size, batch_size=batch_size, verbose=verbose, **options)
+def _evaluate(model, source, *, batch_size, image_size, resize="stretch", verbose=0, **options):
+    return evaluate_segmenter(model, source, image_size=image_size, batch_size=batch_size, verbose=verbose,
+                              resize=resize, **options)
 
 
 register_task(

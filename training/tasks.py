@@ -27,8 +27,9 @@ class Task:
         trainer still saves the plain model, never the trainee. `options` are `train`'s
         `task_options`.
       evaluate: None (Keras's `evaluate` with `loss` and `metrics`), or `(model, source, *,
-        batch_size, image_size, verbose, **options) -> {metric: value}` (e.g. detection's VOC
-        AP); `options` are `training.fit.evaluate`'s `task_options`.
+        batch_size, image_size, resize, verbose, **options) -> {metric: value}` (e.g. detection's
+        VOC AP); `resize` is "stretch" or "letterbox" (`layers.image_resize`); `options` are
+        `training.fit.evaluate`'s `task_options`.
     """
 
     name: str

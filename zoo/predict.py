@@ -1,17 +1,21 @@
 """Running a model on image files: what `zoo predict` does.
 
-Each image is read with OpenCV (RGB), resized to the size the model was trained at (the same
-bilinear, antialiased resize as `training.data.make_dataset`), run through the model, and the
-result is mapped back to the original image's pixels:
+Each image is read with OpenCV (RGB), resized to the size the model was trained at, the way it
+was trained (`resize`: "stretch" or the aspect-keeping "letterbox", padded at the bottom and
+right; `layers.image_resize`, the same bilinear, antialiased resize as
+`training.data.make_dataset`), run through the model, and the result is mapped back to the
+original image's pixels:
 
-- detection: boxes, scores and 1-based classes after the model's own NMS, drawn on the image
-  (`zoo.detection.visualize.draw_detections`); a Fast R-CNN model gets its RoIs from a
-  `proposals(images) -> [N, 4]` function (the CLI uses the sliding windows it trained with);
+- detection: boxes, scores and 1-based classes after the model's own NMS, scaled back by the
+  resize's ratios (no offset: the padding is at the bottom and right) and clipped to the image,
+  drawn on it (`zoo.detection.visualize.draw_detections`); a Fast R-CNN model gets its RoIs from
+  a `proposals(images) -> [N, 4]` function (the CLI uses the sliding windows it trained with);
 - classification: the top-k classes with their probabilities, written on the image;
-- segmentation: the class of every pixel of the original image (the logits resized back to
-  its size bilinearly, with DeepLab's align-corners, then the argmax), drawn as VOC-palette
-  colours blended over it (`zoo.segmentation.visualize.blend`), with each class's fraction
-  of the pixels in `predictions.json`.
+- segmentation: the class of every pixel of the original image (the logits cropped to the
+  letterbox's content, resized back to the image's size bilinearly, with DeepLab's
+  align-corners, then the argmax), drawn as VOC-palette colours blended over it
+  (`zoo.segmentation.visualize.blend`), with each class's fraction of the pixels in
+  `predictions.json`.
 
 `predict_files` writes `OUT/<image stem>.png` for every image and `OUT/predictions.json` with
 every result; each file is written under a temporary name and renamed, so an interrupted run
@@ -34,6 +38,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 import tensorflow as tf
+
+from layers.image_resize import check_resize, resize_image
 
 
 def read_image(path) -> np.ndarray:
@@ -72,14 +78,16 @@ def model_image_size(model):
     return (height, width) if height and width else None
 
 
-def _resize(image, image_size):
+def _resize(image, image_size, resize="stretch"):
+    """`([1, h, w, 3] float32 model input, (ch, cw) where the image is in it)`."""
+    check_resize(resize)
     if image_size is None or tuple(image.shape[:2]) == tuple(image_size):
-        return tf.constant(image[None], tf.float32)
-    resized = tf.image.resize(tf.constant(image[None], tf.float32), image_size, method="bilinear", antialias=True)
-    return tf.clip_by_value(resized, 0.0, 255.0)
+        return tf.constant(image[None], tf.float32), tuple(image.shape[:2])
+    resized, content = resize_image(tf.constant(image, tf.float32), image_size, resize=resize)
+    return resized[None], tuple(int(side) for side in content)
 
 
-def detect(model, image, *, image_size=None, proposals=None) -> dict:
+def detect(model, image, *, image_size=None, proposals=None, resize="stretch") -> dict:
     """Detections of one `[H, W, 3]` RGB image, boxes in its own pixels.
 
     Args:
@@ -88,12 +96,13 @@ def detect(model, image, *, image_size=None, proposals=None) -> dict:
       image_size: `(h, w)` the image is resized to before the model, or None for its own size.
       proposals: `images [1, h, w, 3] -> [N, 4]` RoIs in the resized image's pixels; required
         when the model takes `rois`.
+      resize: "stretch" or "letterbox" (`layers.image_resize`), as the model was trained.
 
     Returns:
       `{"boxes": [D, 4], "scores": [D], "classes": [D]}` NumPy arrays, D = the model's
       `num_detections` for the image, boxes `[ymin, xmin, ymax, xmax]` in the input image's pixels.
     """
-    images = _resize(image, image_size)
+    images, content = _resize(image, image_size, resize)
     if "rois" in model_input_names(model):
         if proposals is None:
             raise ValueError(f"detect: model {model.name!r} takes RoIs: pass proposals (a function of the images)")
@@ -107,10 +116,11 @@ def detect(model, image, *, image_size=None, proposals=None) -> dict:
         outputs = model(inputs, training=False)
     count = int(outputs["num_detections"][0])
     boxes = np.asarray(outputs["boxes"][0, :count], np.float32)
-    # The boxes are pixels of the resized image; scale each axis back.
-    scale_y = image.shape[0] / float(images.shape[1])
-    scale_x = image.shape[1] / float(images.shape[2])
-    boxes = boxes * np.array([scale_y, scale_x, scale_y, scale_x], np.float32)
+    # The boxes are pixels of the resized image: undo the resize's ratios (the letterbox pads at
+    # the bottom and right, so there is no offset), and end where the image does, not the padding.
+    original = tuple(image.shape[:2])
+    scale = np.asarray(original, np.float64) / np.asarray(content, np.float64)
+    boxes = np.clip(boxes * np.tile(scale, 2).astype(np.float32), 0.0, np.array(original * 2, np.float32))
     return {
         "boxes": boxes,
         "scores": np.asarray(outputs["scores"][0, :count], np.float32),
@@ -118,27 +128,33 @@ def detect(model, image, *, image_size=None, proposals=None) -> dict:
     }
 
 
-def classify(model, image, *, image_size=None, top_k=5) -> dict:
+def classify(model, image, *, image_size=None, top_k=5, resize="stretch") -> dict:
     """The `top_k` classes (0-based indices) and probabilities of one RGB image."""
-    probabilities = np.asarray(model(_resize(image, image_size), training=False), np.float64)[0]
+    probabilities = np.asarray(model(_resize(image, image_size, resize)[0], training=False), np.float64)[0]
     if np.any(probabilities < 0) or abs(probabilities.sum() - 1.0) > 1e-3:
         probabilities = tf.nn.softmax(probabilities).numpy()  # a model built with logits
     order = np.argsort(-probabilities, kind="stable")[:top_k]
     return {"classes": order, "probabilities": probabilities[order]}
 
 
-def segment(model, image, *, image_size=None) -> np.ndarray:
+def segment(model, image, *, image_size=None, resize="stretch") -> np.ndarray:
     """The `[H, W]` int32 class ids of one `[H, W, 3]` RGB image, in the image's own size.
 
-    The model runs on the image resized to `image_size` (or as it is); its logits, not the
-    ids, are resized back to `H x W` (bilinear, align corners as DeepLab) before the argmax,
-    so class boundaries fall between the model's pixels rather than on a blocky grid.
+    The model runs on the image resized to `image_size` (or as it is) by `resize`; its logits,
+    not the ids, are cropped to where the image is (the letterbox's padding left out) and
+    resized back to `H x W` (bilinear, align corners as DeepLab) before the argmax, so class
+    boundaries fall between the model's pixels rather than on a blocky grid.
     """
     from layers import resize_bilinear
 
-    logits = tf.convert_to_tensor(model(_resize(image, image_size), training=False), tf.float32)
+    images, content = _resize(image, image_size, resize)
+    logits = tf.convert_to_tensor(model(images, training=False), tf.float32)
     if logits.shape.rank != 4:
         raise ValueError(f"segment: model {model.name!r} must return logits [B, H, W, K], got shape {logits.shape}")
+    if content != tuple(images.shape[1:3]):
+        if tuple(logits.shape[1:3]) != tuple(images.shape[1:3]):  # logits of a lower resolution: to the input's first
+            logits = resize_bilinear(logits, images.shape[1:3], align_corners=True)
+        logits = logits[:, :content[0], :content[1]]
     if tuple(logits.shape[1:3]) != tuple(image.shape[:2]):
         logits = resize_bilinear(logits, image.shape[:2], align_corners=True)
     return np.asarray(tf.argmax(logits[0], axis=-1, output_type=tf.int32))
@@ -169,7 +185,7 @@ def _draw_classification(image, result, class_names):
 
 
 def predict_files(model, paths, out_dir, *, task, class_names=None, image_size=None, proposals=None,
-                  score_threshold=0.3, top_k=5) -> list[dict]:
+                  score_threshold=0.3, top_k=5, resize="stretch") -> list[dict]:
     """Runs `model` on image files and writes the pictures and `predictions.json` to `out_dir`.
 
     Args:
@@ -177,6 +193,8 @@ def predict_files(model, paths, out_dir, *, task, class_names=None, image_size=N
       class_names: names of the classes (detection and segmentation: classes 1..K, 0 being the
         background; classification: 0..K-1).
       score_threshold: detection: results below it are neither drawn nor listed.
+      resize: "stretch" or "letterbox", as the model was trained (`run.json`'s
+        `config.resize`); results are in each image's own pixels either way.
       Other arguments: as `detect` and `classify`.
 
     Returns:
@@ -191,6 +209,7 @@ def predict_files(model, paths, out_dir, *, task, class_names=None, image_size=N
             f"predict_files: task must be 'detection', 'classification' or 'segmentation', got {task!r}"
         )
     _check_options(task, score_threshold, top_k)
+    check_resize(resize, argument="predict_files: resize (--resize)")
     paths = [Path(path) for path in paths]
     if not paths:
         raise ValueError("predict_files: paths must name at least one image")
@@ -212,7 +231,7 @@ def predict_files(model, paths, out_dir, *, task, class_names=None, image_size=N
     for path, image in zip(paths, images):
         record = {"image": str(path), "height": int(image.shape[0]), "width": int(image.shape[1])}
         if task == "detection":
-            result = detect(model, image, image_size=image_size, proposals=proposals)
+            result = detect(model, image, image_size=image_size, proposals=proposals, resize=resize)
             keep = result["scores"] >= score_threshold
             result = {key: value[keep] for key, value in result.items()}
             _check_class_ids(result["classes"], class_names, first=1)
@@ -227,11 +246,11 @@ def predict_files(model, paths, out_dir, *, task, class_names=None, image_size=N
                 for box, score, class_id in zip(result["boxes"], result["scores"], result["classes"])
             ]
         elif task == "segmentation":
-            mask = segment(model, image, image_size=image_size)
+            mask = segment(model, image, image_size=image_size, resize=resize)
             picture = blend(image, mask)
             record["classes"] = class_fractions(mask, class_names)
         else:
-            result = classify(model, image, image_size=image_size, top_k=top_k)
+            result = classify(model, image, image_size=image_size, top_k=top_k, resize=resize)
             _check_class_ids(result["classes"], class_names, first=0)
             picture = _draw_classification(image, result, class_names)
             record["top_k"] = [

@@ -21,6 +21,7 @@ import fnmatch
 import re
 from typing import Any, Callable
 
+from layers.image_resize import RESIZE_MODES
 from zoo.config import accepted_overrides, apply_overrides, config_to_dict
 from zoo.recipes import DEFAULT_RECIPES, Recipe
 
@@ -28,6 +29,11 @@ TASKS = ("classification", "detection", "segmentation")
 # The image size (height, width) each task trains and evaluates at unless a family says
 # otherwise: ImageNet's 224 crop, Fast R-CNN's 600-pixel shorter side, DeepLab's 513 crop.
 TASK_IMAGE_SIZES = {"classification": (224, 224), "detection": (600, 600), "segmentation": (513, 513)}
+# How each task's images become that size unless a family says otherwise (`layers.image_resize`):
+# classifiers stretch, as keras.applications' 224 x 224 inputs ignore the aspect ratio; detectors
+# keep it (Fast R-CNN's shorter side 600, torchvision's and detectron2's resize) and DeepLab pads
+# to its crop, so both letterbox: fitted inside the input, padded at the bottom and right.
+TASK_RESIZE = {"classification": "stretch", "detection": "letterbox", "segmentation": "letterbox"}
 _NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
@@ -47,6 +53,8 @@ class ModelSpec:
       recipe: the `zoo.recipes.Recipe` that `zoo train` uses by default.
       image_size: `(height, width)` the model is trained and evaluated at by default (the
         paper's: 32 for LeNet-5, 299 for Xception); `zoo train` uses it without `--image-size`.
+      resize: how images become `image_size` by default: "stretch" or "letterbox" (aspect
+        ratio kept, padded; `layers.image_resize`), the family's own (`TASK_RESIZE`).
     """
 
     name: str
@@ -58,6 +66,7 @@ class ModelSpec:
     features: Callable[..., Any] | None = None
     recipe: Recipe | None = None
     image_size: tuple[int, int] | None = None
+    resize: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,12 +83,19 @@ class ModelDescription:
     is_backbone: bool
     recipe: Recipe | None = None
     image_size: tuple[int, int] | None = None
+    resize: str | None = None
 
     def __str__(self) -> str:
         lines = [
             f"{self.name} ({self.task}): {self.summary}",
             f"  paper: {self.paper}",
             f"  image size (zoo train's default): {self.image_size[0]} x {self.image_size[1]}",
+        ]
+        if self.resize is not None:
+            kept = "aspect ratio kept, padded at the bottom and right" if self.resize == "letterbox" else (
+                "aspect ratio not kept")
+            lines.append(f"  resize (the family's): {self.resize} ({kept})")
+        lines += [
             f"  weights: {', '.join(self.weights) if self.weights else 'none published in the manifest'}",
         ]
         if self.recipe is not None:
@@ -101,12 +117,14 @@ def register(
     features: Callable[..., Any] | None = None,
     recipe: Recipe | None = None,
     image_size: tuple[int, int] | None = None,
+    resize: str | None = None,
 ):
     """Decorator that registers the config returned by the decorated function under `name`.
 
     `recipe` is the family's default training recipe (`zoo.recipes`); without it, the task's.
     `image_size` is the `(height, width)` it trains at by default; without it, the task's
-    (`TASK_IMAGE_SIZES`).
+    (`TASK_IMAGE_SIZES`). `resize` ("stretch" or "letterbox") is how images become that size;
+    without it, the task's (`TASK_RESIZE`).
 
     Raises:
       ValueError: `name` is already registered, is not lowercase_with_underscores, or `task`
@@ -119,6 +137,9 @@ def register(
     image_size = tuple(image_size) if image_size is not None else TASK_IMAGE_SIZES[task]
     if len(image_size) != 2 or not all(isinstance(side, int) and side > 0 for side in image_size):
         raise ValueError(f"image_size of {name!r} must be (height, width) in pixels, got {image_size!r}")
+    resize = TASK_RESIZE[task] if resize is None else resize
+    if resize not in RESIZE_MODES:
+        raise ValueError(f"resize of {name!r} must be one of {RESIZE_MODES}, got {resize!r}")
 
     def decorator(config_fn: Callable[[], Any]):
         if name in _REGISTRY:
@@ -137,6 +158,7 @@ def register(
             features=features,
             recipe=recipe or DEFAULT_RECIPES[task],
             image_size=image_size,
+            resize=resize,
         )
         return config_fn
 
@@ -226,4 +248,5 @@ def describe(name: str) -> ModelDescription:
         is_backbone=spec.features is not None,
         recipe=spec.recipe,
         image_size=spec.image_size,
+        resize=spec.resize,
     )

@@ -195,3 +195,29 @@ def test_predict_files_refuses_out_of_range_options_and_too_few_class_names(dete
     with pytest.raises(ValueError, match="the model has 4 classes but class_names has 2 names"):
         predict_files(classifier, paths, tmp_path / "out", task="classification", class_names=("a", "b"))
     assert not (tmp_path / "out").exists()
+
+
+def test_predict_files_maps_letterboxed_detections_back_to_a_non_square_image(tmp_path):
+    from tests.helpers import bright_object_detector
+
+    image = np.full((40, 80, 3), 30, np.uint8)
+    image[10:30, 20:60] = 230  # the object, [10, 20, 30, 60] in the image's pixels
+    path = tmp_path / "wide.png"
+    cv2.imwrite(str(path), image)  # PNG: the same pixels come back
+    finder = bright_object_detector((32, 32))  # finds the bright object in whatever it is given
+    for resize in ("letterbox", "stretch"):
+        records = predict_files(finder, [path], tmp_path / resize, task="detection", image_size=(32, 32),
+                                score_threshold=0.0, resize=resize)
+        assert records[0]["detections"][0]["box"] == [10.0, 20.0, 30.0, 60.0], resize
+    # In the letterbox's pixels (scale 0.4, 16 rows of padding below) the object is at [4, 8, 12, 24].
+    at_object = bright_object_detector((32, 32), fixed_box=[4.0, 8.0, 12.0, 24.0])
+    np.testing.assert_allclose(detect(at_object, image, image_size=(32, 32), resize="letterbox")["boxes"],
+                               [[10, 20, 30, 60]])
+    np.testing.assert_allclose(detect(at_object, image, image_size=(32, 32), resize="stretch")["boxes"],
+                               [[5, 20, 15, 60]])
+    # A box reaching into the padding ends where the image does.
+    into_padding = bright_object_detector((32, 32), fixed_box=[4.0, 8.0, 30.0, 24.0])
+    np.testing.assert_allclose(detect(into_padding, image, image_size=(32, 32), resize="letterbox")["boxes"],
+                               [[10, 20, 40, 60]])
+    with pytest.raises(ValueError, match=r"predict_files: resize \(--resize\) must be one of"):
+        predict_files(finder, [path], tmp_path / "bad", task="detection", image_size=(32, 32), resize="crop")

@@ -93,6 +93,16 @@ def test_register_rejects_bad_names_and_tasks():
         zoo.register("ResNet50", task="classification", builder=build_resnet, paper="-")
     with pytest.raises(ValueError, match="task of"):
         zoo.register("resnet_x", task="captioning", builder=build_resnet, paper="-")
+    with pytest.raises(ValueError, match=r"resize of 'resnet_x' must be one of \('stretch', 'letterbox'\)"):
+        zoo.register("resnet_x", task="classification", builder=build_resnet, paper="-", resize="crop")
+
+
+def test_each_family_resizes_as_it_was_published():
+    # keras.applications' classifiers stretch to 224 x 224; detectors and DeepLab keep the aspect ratio.
+    for name in zoo.list_models():
+        task = zoo.describe(name).task
+        assert zoo.describe(name).resize == ("stretch" if task == "classification" else "letterbox"), name
+    assert "resize (the family's): letterbox (aspect ratio kept" in str(zoo.describe("faster_rcnn_resnet50"))
 
 
 def test_describe_reports_task_defaults_overrides_weights_and_paper():

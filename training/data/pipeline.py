@@ -3,11 +3,12 @@
 Shapes: B images per batch, H x W the `image_size`, M = `max_boxes`.
 
 Each element is decoded in Python (`load_image`, `load_mask`, inside `tf.numpy_function`),
-resized to `image_size` (bilinear with antialiasing for the image, boxes scaled by the exact
-ratios, nearest neighbour for the mask; the aspect ratio is not kept), and, when training,
-augmented by `augment` with a per-example stateless seed. Everything random is a function of
-`(seed, epoch, example index)`, computed with NumPy's SeedSequence, never of TensorFlow's global
-seed: the same `(seed, epoch)` gives the same batches in any process.
+resized to `image_size` (`layers.image_resize`: bilinear with antialiasing for the image, boxes
+scaled by the exact ratios, nearest neighbour for the mask; `resize="stretch"` ignores the aspect
+ratio, `"letterbox"` keeps it and pads the bottom and right, the image with 0 and the mask with
+255), and, when training, augmented by `augment` with a per-example stateless seed. Everything
+random is a function of `(seed, epoch, example index)`, computed with NumPy's SeedSequence, never
+of TensorFlow's global seed: the same `(seed, epoch)` gives the same batches in any process.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import numbers
 import numpy as np
 import tensorflow as tf
 
+from layers.image_resize import check_resize, resize_image, resize_mask
 from training.data.augment import augment as augment_example
 from training.data.examples import TASKS, DataError, check_boxes_inside, load_image, load_mask
 
@@ -91,6 +93,7 @@ def make_dataset(
     augment=True,
     max_boxes=100,
     num_classes=None,
+    resize="stretch",
 ) -> tf.data.Dataset:
     """Batches of one task's inputs and targets from `source`.
 
@@ -111,6 +114,10 @@ def make_dataset(
         boxes is a `DataError` (never truncated).
       num_classes: the number of object classes the labels are checked against; defaults to
         `len(source.class_names)`.
+      resize: how an image becomes `image_size` before augmentation (`layers.image_resize`):
+        "stretch" (each axis by its own ratio) or "letterbox" (one factor, the image fitted
+        inside `image_size` with its aspect ratio, padded at the bottom and on the right: pixels
+        0, mask 255 so the padding takes no part in a loss or metric).
 
     Returns:
       A `tf.data.Dataset` of
@@ -120,7 +127,7 @@ def make_dataset(
           `[ymin, xmin, ymax, xmax]` in pixels of the resized image, classes 1-based, padding
           rows 0; crowd boxes (`Example.crowd`) left out;
         segmentation: `(images, masks int32 [B, H, W])`, 0 background, 255 ignore (also where
-          a crop padded the image).
+          a crop or the letterbox padded the image).
 
     Raises:
       ValueError: bad arguments; DataError: an example the task cannot use (named). A file that
@@ -138,6 +145,7 @@ def make_dataset(
     batch_size = _positive_int(batch_size, "batch_size")
     max_boxes = _positive_int(max_boxes, "max_boxes")
     height, width = _image_size(image_size)
+    resize = check_resize(resize, argument="make_dataset: resize")
     num_classes = _positive_int(len(source.class_names) if num_classes is None else num_classes, "num_classes")
     examples = list(source.examples)
     if not examples:
@@ -194,12 +202,12 @@ def make_dataset(
         else:
             mask = tf.ensure_shape(loaded[1], [None, None])
         size = tf.shape(image)[:2]
-        ratio = tf.constant([height, width], tf.float32) / tf.cast(size, tf.float32)
-        image = tf.clip_by_value(tf.image.resize(image, (height, width), method="bilinear", antialias=True), 0.0, 255.0)
+        image, content = resize_image(image, (height, width), resize=resize)
         if boxes is not None:
+            ratio = tf.cast(content, tf.float32) / tf.cast(size, tf.float32)
             boxes = boxes * tf.concat([ratio, ratio], axis=0)
         if mask is not None:
-            mask = tf.image.resize(mask[..., None], (height, width), method="nearest")[..., 0]
+            mask = resize_mask(mask, (height, width), resize=resize)
         if augment_options is not None:
             image, boxes, mask, keep = augment_example(
                 image, boxes, mask, seed=element_seed, output_size=(height, width), **augment_options

@@ -64,6 +64,36 @@ def test_segment_resizes_the_logits_back_to_the_image(segmenter):
     np.testing.assert_array_equal(direct, np.asarray(segmenter(image[None].astype(np.float32)))[0].argmax(-1))
 
 
+def _bright_pixel_segmenter(image_size, *, stride=1):
+    """Logits [B, H / stride, W / stride, 2]: class 1 where the pixels are brighter than 127.5."""
+    import keras
+
+    images = keras.Input((*image_size, 3))
+    brightness = keras.layers.Conv2D(1, 1, kernel_initializer=keras.initializers.Constant(1 / 30),
+                                     bias_initializer=keras.initializers.Constant(-127.5 / 10))(images)
+    if stride > 1:
+        brightness = keras.layers.AveragePooling2D(stride)(brightness)
+    logits = keras.layers.Concatenate()([-brightness, brightness])
+    return keras.Model(images, logits, name="bright_pixels")
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_a_letterboxed_prediction_is_cropped_to_the_image_then_resized_back(stride):
+    image = np.full((40, 80, 3), 30, np.uint8)
+    image[10:30, 20:60] = 230
+    truth = np.zeros((40, 80), np.int32)
+    truth[10:30, 20:60] = 1
+    model = _bright_pixel_segmenter((32, 32), stride=stride)
+    letterboxed = segment(model, image, image_size=(32, 32), resize="letterbox")
+    assert letterboxed.shape == (40, 80)
+    # The content is 16 x 32 (scale 0.4): only the object's edges, a pixel or two wide, may differ.
+    assert (letterboxed == truth).mean() > 0.95, (letterboxed == truth).mean()
+    rows = np.flatnonzero(letterboxed.any(axis=1))
+    assert abs(rows[0] - 10) <= 2 and abs(rows[-1] - 29) <= 2  # not squeezed into the top half
+    stretched = segment(model, image, image_size=(32, 32), resize="stretch")
+    assert (stretched == truth).mean() > 0.95
+
+
 def test_predict_files_writes_blended_masks_and_class_fractions(segmenter, tmp_path):
     paths = _write_images(tmp_path, [(40, 56), (64, 48)])
     records = predict_files(segmenter, paths, tmp_path / "out", task="segmentation", class_names=("cat", "dog"),
