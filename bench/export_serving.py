@@ -36,11 +36,11 @@ RESULTS = Path(__file__).resolve().parent / "results" / "export_serving.md"
 
 def time_signature(signature, images, *, warmup, repeats):
     for _ in range(warmup):
-        signature(images=images)["probabilities"].numpy()
+        signature(input_tensor=images)["probabilities"].numpy()
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        signature(images=images)["probabilities"].numpy()
+        signature(input_tensor=images)["probabilities"].numpy()
         times.append((time.perf_counter() - start) * 1000.0)
     return statistics.median(times), min(times)
 

@@ -344,6 +344,7 @@ def cmd_train(args) -> int:
     settings = _recipe_settings(args, description.recipe)
     config = TrainConfig(
         epochs=args.epochs, batch_size=settings["batch_size"], image_size=image_size,
+        resize=args.resize or description.resize,
         optimizer=settings["optimizer"], learning_rate=settings["learning_rate"], schedule=settings["schedule"],
         warmup_epochs=settings["warmup_epochs"], momentum=settings["momentum"],
         weight_decay=settings["weight_decay"], batch_norm=settings["batch_norm"], precise_bn=args.precise_bn,
@@ -361,6 +362,9 @@ def cmd_train(args) -> int:
                              batch_norm=args.batch_norm, list_names=args.weights_report)
         config = tuning.configure(config)
         print(tuning.summary(), file=sys.stderr)
+    if config.resize == "letterbox":
+        print(f"resize: letterbox to {image_size[0]} x {image_size[1]} (aspect ratio kept, padded at the bottom and "
+              "right; --resize stretch to stretch)", file=sys.stderr)
     classes = _class_names(args)
     source = _read_dataset(args, split=args.split, classes=classes, task=task, image_size=image_size)
     validation = None
@@ -428,6 +432,14 @@ def _model_image_size(args, model, run):
     return settle("--image-size", given, run and run.image_size, source=run and run.source)
 
 
+def _run_resize(args, run, description):
+    """How a verb resizes images for a trained model: the run's, else the model family's
+    (`zoo describe`); a `--resize` that contradicts the run is an error naming both."""
+    from zoo.runs import settle
+
+    return settle("--resize", args.resize, run and run.resize, source=run and run.source) or description.resize
+
+
 def cmd_evaluate(args) -> int:
     import zoo
     from training import evaluate
@@ -456,7 +468,7 @@ def cmd_evaluate(args) -> int:
         task_options = {"eval_scales": tuple(args.eval_scales), "add_flipped_images": args.add_flipped_images}
     metrics = evaluate(
         model, source, task=task, batch_size=args.batch_size or 16, image_size=image_size,
-        verbose=0 if args.quiet else 1, task_options=task_options,
+        verbose=0 if args.quiet else 1, task_options=task_options, resize=_run_resize(args, run, description),
     )
     print(json.dumps({name: round(value, 6) for name, value in metrics.items()}, allow_nan=True))
     return 0
@@ -467,7 +479,8 @@ def cmd_predict(args) -> int:
     from zoo.predict import model_input_names, predict_files
 
     _refuse_file_as_out(args.out, "the pictures and predictions.json")
-    task = zoo.describe(args.model).task
+    description = zoo.describe(args.model)
+    task = description.task
     run = _trained_run(args)
     classes = _class_names(args, run)
     if str(args.weights).endswith(".keras"):
@@ -485,7 +498,7 @@ def cmd_predict(args) -> int:
         proposals = _detection_options(args, image_size, training=False, run=run)["proposals"]
     records = predict_files(
         model, args.images, args.out, task=task, class_names=classes, image_size=image_size, proposals=proposals,
-        score_threshold=args.score_threshold, top_k=args.top_k,
+        score_threshold=args.score_threshold, top_k=args.top_k, resize=_run_resize(args, run, description),
     )
     for record in records:
         if task == "segmentation":
@@ -525,9 +538,9 @@ def cmd_export(args) -> int:
         if args.weights is None:
             print("zoo export: no --weights: exporting randomly initialised weights", file=sys.stderr)
         model = zoo.build(args.model, weights=args.weights, **overrides)
+    run = _trained_run(args)
     proposal_options = None
     if args.proposals:
-        run = _trained_run(args)
         if run is not None and run.proposals:
             # The windows the model trained with, so that the SavedModel detects as `zoo predict` does.
             from zoo.predict import model_image_size
@@ -540,9 +553,14 @@ def cmd_export(args) -> int:
                        "aspect_ratios": args.proposal_ratios}
         proposal_options = {key: value for key, value in {**options, "max_proposals": args.max_proposals}.items()
                             if value is not None}
+    class_names = _class_names(args, run)
+    if class_names is None:
+        print("zoo export: no class names (--classes or a run.json beside --weights): the export has no label map",
+              file=sys.stderr)
     directory = zoo.export(
         model, args.out, overwrite=args.overwrite, batch_size=args.batch_size,
-        image_size=tuple(args.image_size) if args.image_size else None, jit_compile=args.jit_compile,
+        image_size=tuple(args.image_size) if args.image_size else None, resize=run and run.resize,
+        class_names=class_names, jit_compile=args.jit_compile,
         compute_dtype=args.compute_dtype, fold_batch_norm=args.fold_batch_norm,
         proposals=args.proposals, proposal_options=proposal_options,
     )
@@ -562,6 +580,10 @@ def _add_data_arguments(parser, *, split):
     parser.add_argument("--classes", help="comma-separated class names (default: from the data)")
     parser.add_argument("--image-size", nargs=2, type=int, default=None, metavar=("H", "W"),
                         help="train: default the model's own (zoo describe MODEL); evaluate: the trained model's")
+    parser.add_argument("--resize", choices=("stretch", "letterbox"), default=None,
+                        help="how images become the image size: letterbox keeps the aspect ratio and pads the "
+                             "bottom and right, stretch does not (train: default the model's, zoo describe MODEL; "
+                             "evaluate: the trained run's)")
     parser.add_argument("--batch-size", type=int, default=None,
                         help="train: the recipe's (zoo describe MODEL); evaluate: 16")
     parser.add_argument("--seed", type=int, default=0)
@@ -646,6 +668,8 @@ def make_parser() -> argparse.ArgumentParser:
     prediction.add_argument("--classes", help="comma-separated class names (default: run.json beside --weights)")
     prediction.add_argument("--image-size", nargs=2, type=int, default=None, metavar=("H", "W"),
                             help="the size the model runs at (default: its fixed input size, else run.json's)")
+    prediction.add_argument("--resize", choices=("stretch", "letterbox"), default=None,
+                            help="stretch or letterbox (default: the trained run's, run.json, else the model's)")
     prediction.add_argument("--score-threshold", type=float, default=0.3, help="detection: the lowest score kept")
     prediction.add_argument("--top-k", type=int, default=5, help="classification: classes listed per image")
     _add_proposal_arguments(prediction)
@@ -670,8 +694,10 @@ def make_parser() -> argparse.ArgumentParser:
     exporting.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     exporting.add_argument("--batch-size", type=int, default=None, help="fixed batch (default: dynamic)")
     exporting.add_argument("--image-size", nargs=2, type=int, default=None, metavar=("H", "W"),
-                           help="fix the image size (default: free where the model allows)")
-    exporting.add_argument("--jit-compile", action="store_true", help="XLA (a detector's NMS stays outside)")
+                           help="the size the model runs at inside the graph (default: its input size; inputs "
+                                "of any size are resized to it)")
+    exporting.add_argument("--classes", help="comma-separated class names for the label map (default: run.json's)")
+    exporting.add_argument("--jit-compile", action="store_true", help="XLA for the whole model, NMS included")
     exporting.add_argument("--compute-dtype", choices=("float16", "bfloat16"), help="mixed-precision compute")
     exporting.add_argument("--fold-batch-norm", action="store_true", help="fold batch norm into the convolutions")
     exporting.add_argument("--proposals", choices=("sliding_windows",),

@@ -59,7 +59,7 @@ _RELOAD_SCRIPT = textwrap.dedent(
     import tensorflow as tf
     directory, images_path, out_path = sys.argv[1:]
     serve = tf.saved_model.load(directory).signatures["serving_default"]
-    outputs = serve(images=tf.constant(np.load(images_path)))
+    outputs = serve(input_tensor=tf.constant(np.load(images_path)))
     np.savez(out_path, **{name: value.numpy() for name, value in outputs.items()})
     print(json.dumps({"zoo_imported": any(m == "zoo" or m.startswith("zoo.") for m in sys.modules)}))
     """
@@ -161,6 +161,7 @@ def _detector(config, out_dir, summary):
     export_dir = zoo.export(
         model, out_dir / "fast_rcnn_savedmodel", overwrite=True, proposals="sliding_windows",
         proposal_options={"stride": config.window_stride, "scales": config.window_scales, "aspect_ratios": (1.0,)},
+        class_names=train_source.class_names,
     )
     served = reload_in_plain_tensorflow(export_dir, images)
     expected = outputs["boxes"].numpy() / np.array([size[0], size[1], size[0], size[1]], np.float32)
@@ -213,7 +214,8 @@ def _segmenter(config, out_dir, summary):
     picture = write_image(out_dir / "segmentation.png",
                           _grid([blend(image, mask) for image, mask in zip(images, predictions)]))
 
-    export_dir = zoo.export(model, out_dir / "deeplab_savedmodel", overwrite=True)
+    export_dir = zoo.export(model, out_dir / "deeplab_savedmodel", overwrite=True,
+                            class_names=train_source.class_names)
     served = reload_in_plain_tensorflow(export_dir, images)
     agreement = float(np.mean(served["semantic_predictions"] == predictions))
     agree = agreement >= 0.999

@@ -1,32 +1,42 @@
-"""SavedModel export with serving signatures, and the inference rewrites that serving wants.
+"""SavedModel export that standard clients serve as it is: the TF Object Detection API's contract.
 
-    >>> model = zoo.build("resnet50", weights="imagenet")
-    >>> zoo.export(model, "exports/resnet50", batch_size=None, fold_batch_norm=True)
+    >>> model = keras.saving.load_model("runs/frcnn/model.keras")
+    >>> zoo.export(model, "exports/frcnn", class_names=("cat", "dog"))
+    >>> detect_fn = tf.saved_model.load("exports/frcnn")        # in any process, TensorFlow only
+    >>> detect_fn(images)["detection_boxes"]                    # or .signatures["serving_default"]
 
-The SavedModel's `serving_default` takes `images`, `uint8 [N, H, W, 3]` raw RGB pixels (the
-models normalise inside the graph, so the signature only casts to float32), and returns, by
-task:
+The SavedModel's `serving_default` (and the loaded object's `__call__`, the same function)
+takes `input_tensor`, `uint8 [N, H, W, C]` raw pixels of **any** size (C the model's channels:
+3, or 1 for LeNet-5). Inside the graph the images are resized to the model's input size as
+training resized them (`layers.image_resize`: "stretch", or "letterbox": aspect ratio kept,
+padded at the bottom and right), the model runs (it normalises its pixels itself), and the
+outputs are mapped back to the input images. By task:
 
 - classification: `probabilities [N, K]` float32 and `classes [N]` int32 (the argmax);
-- detection: `detection_boxes [N, D, 4]` float32 `[ymin, xmin, ymax, xmax]` normalised to
-  [0, 1] by the image size, `detection_scores [N, D]` float32, `detection_classes [N, D]`
-  int32 (1-based, 0 in padding rows), `num_detections [N]` int32 (the TensorFlow Object
-  Detection API's names; its classes and counts are float32, ours are integers). A Fast R-CNN
-  export takes `rois float32 [N, R, 4]` (pixels, padding rows all zeros) as a second input,
-  unless `proposals="sliding_windows"` computes the proposals in the graph;
-- segmentation: `logits [N, H', W', K]` float32 as the model returns them and
-  `semantic_predictions [N, H, W]` int32, the argmax of the logits resized (bilinear) to the
-  image size when the model's logits are smaller.
+- detection, the TF Object Detection API's outputs: `detection_boxes [N, D, 4]` float32
+  `[ymin, xmin, ymax, xmax]` normalised to [0, 1] of the **input** image, `detection_scores
+  [N, D]`, `detection_classes [N, D]` (1-based, 0 in padding rows) and `num_detections [N]`,
+  all float32 as the TF OD API's are (gRPC clients read `float_val`). A Fast R-CNN export
+  takes `rois float32 [N, R, 4]` (the input image's pixels, padding rows all zeros) as a
+  second input, unless `proposals="sliding_windows"` computes them in the graph;
+- segmentation: `logits [N, h', w', K]` float32 as the model returns them, and
+  `semantic_predictions [N, H, W]` int32 at the input's size: the logits over the image's part
+  of the model input, resized (bilinear) to the image, then the argmax.
 
-Only TensorFlow is needed to serve the result: the signature is traced from the Keras model
-(`keras.export.ExportArchive`), so the zoo's layers and the NMS are graph ops in the SavedModel.
+With `class_names`, the SavedModel's `assets/label_map.pbtxt` is the TF OD API's label map of
+the ids the outputs use, and `zoo_export.json` lists the names.
+
+Only TensorFlow is needed to serve the result: the function is traced from the Keras model, so
+the zoo's layers, the resize and the NMS are graph ops in the SavedModel.
 
 Options (each checked against the unexported model in tests/zoo/test_export.py):
 - `batch_size`: None for a dynamic batch, or a fixed N.
-- `image_size`: `(H, W)` to fix the image size; by default it is free where the model allows.
-- `jit_compile`: compile the network with XLA. NMS has no XLA kernel, so a detector's network
-  (everything before `DetectionPostprocess`) is compiled and the NMS stays outside; a model
-  with another op XLA cannot compile is refused at export time with the compiler's message.
+- `image_size`: `(H, W)` the model runs at; its fixed input size by default. For a model that
+  takes any size, None runs it at each input's own size.
+- `resize`: "stretch" or "letterbox"; the registered family's by default, as `zoo train`.
+- `jit_compile`: compile the whole model with XLA, a detector's proposals and NMS included
+  (`layers.boxes.padded_nms`); a model with an op XLA cannot compile is refused at export time
+  with the compiler's message.
 - `compute_dtype`: "float16" or "bfloat16" rebuilds the model under Keras' mixed policy
   (float32 variables, float16/bfloat16 compute; the zoo's float32 heads stay float32) and copies
   the weights; outputs are float32 either way.
@@ -35,7 +45,8 @@ Options (each checked against the unexported model in tests/zoo/test_export.py):
 
 Atomicity: the SavedModel is written to a hidden sibling directory and renamed into place; an
 existing directory is refused unless `overwrite=True`, and then replaced only after the new
-export is complete (a failure leaves the old one as it was).
+export is complete (a failure leaves the old one as it was). The directory gets the umask's
+usual mode, so a server running as another user can read it.
 """
 
 from __future__ import annotations
@@ -52,6 +63,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from layers.image_resize import IMAGE_PAD_VALUE, check_resize, resized_size
 from zoo.weights import apply_umask, remove_stale_temporaries
 
 TASKS = ("classification", "detection", "segmentation")
@@ -264,10 +276,21 @@ def _image_input(model):
     return inputs
 
 
-def _signature_image_shape(model, batch_size, image_size):
+def default_resize(model, task) -> str:
+    """The resize `zoo train` uses by default for `model`: its registered family's, else the task's."""
+    from zoo import registry
+
+    if model.name in registry.list_models():
+        return registry.describe(model.name).resize
+    return registry.TASK_RESIZE[task]
+
+
+def _model_image_size(model, image_size):
+    """`(channels, size)`: the model's image channels and the `(h, w)` it runs at inside the
+    graph: its fixed input size, else `image_size`, else None (the input's own size)."""
     shape = tuple(_image_input(model).shape)
-    if len(shape) != 4 or shape[-1] != 3:
-        raise ValueError(f"export: the model must take images [N, H, W, 3], its input is {shape}")
+    if len(shape) != 4 or shape[-1] is None:
+        raise ValueError(f"export: the model must take images [N, H, W, C], its input is {shape}")
     height, width = shape[1:3]
     if image_size is not None:
         for fixed, wanted, side in ((height, image_size[0], "height"), (width, image_size[1], "width")):
@@ -276,8 +299,10 @@ def _signature_image_shape(model, batch_size, image_size):
                     f"export: image_size={tuple(image_size)} disagrees with the model's fixed input "
                     f"{side} {fixed} (input shape {shape})"
                 )
-        height, width = image_size
-    return (batch_size, height, width, 3)
+        return shape[-1], tuple(int(side) for side in image_size)
+    if (height is None) != (width is None):
+        raise ValueError(f"export: the model's input {shape} fixes one side only; pass image_size=(H, W)")
+    return shape[-1], (None if height is None else (int(height), int(width)))
 
 
 def _probabilities(model, outputs):
@@ -295,36 +320,8 @@ def _probabilities(model, outputs):
     )
 
 
-def _detection_network(model):
-    """`(network, postprocess, spec)`: the model up to its NMS layer, compiled apart from it.
-
-    `spec[i]` says where input `i` of the NMS layer comes from: `("output", key)` of the network
-    or `("input", key)` of the model.
-    """
-    from zoo.detection.postprocess import DetectionPostprocess
-
-    post = [layer for layer in model.layers if isinstance(layer, DetectionPostprocess)]
-    if len(post) != 1 or len(post[0]._inbound_nodes) != 1:
-        raise ValueError(
-            "export: jit_compile=True for a detector needs exactly one DetectionPostprocess (NMS) layer, "
-            f"which is kept out of XLA; found {len(post)}"
-        )
-    post = post[0]
-    inputs = model.input if isinstance(model.input, dict) else {"images": model.input}
-    by_id = {id(tensor): key for key, tensor in inputs.items()}
-    spec, outputs = [], {}
-    for index, tensor in enumerate(post.input):
-        if id(tensor) in by_id:
-            spec.append(("input", by_id[id(tensor)]))
-        else:
-            key = f"postprocess_input_{index}"
-            outputs[key] = tensor
-            spec.append(("output", key))
-    network = keras.Model(model.input, outputs, name=f"{model.name}_network")
-    return network, post, spec
-
-
-def _check_options(model, task, batch_size, image_size, compute_dtype, proposals, proposal_options):
+def _check_options(model, task, batch_size, image_size, compute_dtype, proposals, proposal_options, resize,
+                   class_names):
     if task not in TASKS:
         raise ValueError(f"export: task must be one of {TASKS}, got {task!r}")
     if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
@@ -335,6 +332,10 @@ def _check_options(model, task, batch_size, image_size, compute_dtype, proposals
             raise ValueError(f"export: image_size must be None or (height, width) positive integers, got {image_size!r}")
     if compute_dtype not in (None, "float32") and compute_dtype not in COMPUTE_DTYPES:
         raise ValueError(f"export: compute_dtype must be None, 'float32', 'float16' or 'bfloat16', got {compute_dtype!r}")
+    if resize is not None:
+        check_resize(resize, argument="export: resize")
+    if class_names is not None and (isinstance(class_names, str) or not all(isinstance(n, str) for n in class_names)):
+        raise ValueError(f"export: class_names must be a sequence of names, got {class_names!r}")
     if proposals is not None:
         if proposals not in PROPOSAL_METHODS:
             raise ValueError(f"export: proposals must be None or one of {PROPOSAL_METHODS}, got {proposals!r}")
@@ -344,22 +345,33 @@ def _check_options(model, task, batch_size, image_size, compute_dtype, proposals
         raise ValueError("export: proposal_options needs proposals='sliding_windows'")
 
 
-def _serving_function(model, task, *, jit_compile, proposals, proposal_options):
-    """`(fn, input_names)`: the serving function of `model` and its argument names."""
+def _to_model_size(pixels, model_size, resize):
+    """`(images, content)`: a batch `[N, H, W, C]` of one size as the model's `model_size` input
+    (`layers.image_resize`'s resize, as training and `zoo predict` do it) and the `[2]` content
+    `(ch, cw)` the images occupy in it, from the top-left corner."""
+    if model_size is None:
+        return pixels, tf.shape(pixels)[1:3]
+    height, width = model_size
+    content = resized_size(tf.shape(pixels)[1:3], model_size, resize=resize)
+    resized = tf.clip_by_value(tf.image.resize(pixels, content, method="bilinear", antialias=True), 0.0, 255.0)
+    padded = tf.pad(resized, [[0, 0], [0, height - content[0]], [0, width - content[1]], [0, 0]],
+                    constant_values=IMAGE_PAD_VALUE)
+    return tf.ensure_shape(padded, [None, height, width, pixels.shape[-1]]), content
+
+
+def _serving_function(model, task, *, jit_compile, proposals, proposal_options, model_size, resize):
+    """`(fn, input_names)`: the serving function of `model` and its argument names.
+
+    `fn(input_tensor[, rois])` takes uint8 images of any size, resizes them to `model_size`
+    (`resize`), runs the model (all of it under XLA with `jit_compile`: NMS included) and maps
+    the outputs back to the input images' pixels.
+    """
     takes_rois = task == "detection" and isinstance(model.input, dict) and "rois" in model.input
 
     def run_model(inputs):
         return model(inputs, training=False)
 
-    if task == "detection" and jit_compile:
-        network, post, spec = _detection_network(model)
-        compiled = tf.function(lambda inputs: network(inputs, training=False), jit_compile=True, autograph=False)
-
-        def run_model(inputs):  # noqa: F811 (the XLA variant)
-            parts = compiled(inputs)
-            post_inputs = [inputs[key] if where == "input" else parts[key] for where, key in spec]
-            return post(post_inputs)
-    elif jit_compile:
+    if jit_compile:
         run_model = tf.function(run_model, jit_compile=True, autograph=False)
 
     proposal_layer = None
@@ -368,46 +380,63 @@ def _serving_function(model, task, *, jit_compile, proposals, proposal_options):
 
         proposal_layer = SlidingWindowProposals(name="export_proposals", **(proposal_options or {}))
 
-    def images_to_model_inputs(images, rois=None):
-        pixels = tf.cast(images, tf.float32)
-        if not takes_rois:
-            return pixels if not isinstance(model.input, dict) else {"images": pixels}
-        if rois is None:
-            rois = proposal_layer(pixels)
-        return {"images": pixels, "rois": tf.cast(rois, tf.float32)}
-
-    def outputs_of(images, raw):
+    def outputs_of(raw, size, content):
         if task == "classification":
             probabilities = _probabilities(model, raw)
             return {"probabilities": probabilities, "classes": tf.argmax(probabilities, axis=-1, output_type=tf.int32)}
         if task == "segmentation":
             logits = tf.cast(raw, tf.float32)
-            size = tf.shape(images)[1:3]
-            resized = tf.cond(
-                tf.reduce_all(tf.equal(tf.shape(logits)[1:3], size)),
-                lambda: logits,
-                lambda: tf.image.resize(logits, size, method="bilinear"),
-            )
-            return {"logits": logits, "semantic_predictions": tf.argmax(resized, axis=-1, output_type=tf.int32)}
-        size = tf.cast(tf.shape(images)[1:3], tf.float32)
-        scale = tf.concat([size, size], axis=0)
+            # Logits over the model's input, cropped to the image's content, at the image's size.
+            full = tf.image.resize(logits, model_size or size, method="bilinear") if model_size else logits
+            if model_size:
+                full = tf.image.resize(full[:, :content[0], :content[1]], size, method="bilinear")
+            else:
+                full = tf.cond(tf.reduce_all(tf.equal(tf.shape(logits)[1:3], size)), lambda: logits,
+                               lambda: tf.image.resize(logits, size, method="bilinear"))
+            return {"logits": logits, "semantic_predictions": tf.argmax(full, axis=-1, output_type=tf.int32)}
+        # Model pixels -> [0, 1] of the input image: the content is all of the image.
+        extent = tf.cast(tf.concat([content, content], axis=0), tf.float32)
         return {
-            "detection_boxes": tf.cast(raw["boxes"], tf.float32) / scale,
+            "detection_boxes": tf.clip_by_value(tf.cast(raw["boxes"], tf.float32) / extent, 0.0, 1.0),
             "detection_scores": tf.cast(raw["scores"], tf.float32),
-            "detection_classes": tf.cast(raw["classes"], tf.int32),
-            "num_detections": tf.cast(raw["num_detections"], tf.int32),
+            "detection_classes": tf.cast(raw["classes"], tf.float32),
+            "num_detections": tf.cast(raw["num_detections"], tf.float32),
         }
 
+    def run(input_tensor, rois=None):
+        pixels = tf.cast(input_tensor, tf.float32)
+        size = tf.shape(pixels)[1:3]
+        images, content = _to_model_size(pixels, model_size, resize)
+        if not takes_rois:
+            inputs = images if not isinstance(model.input, dict) else {"images": images}
+        else:
+            if rois is None:
+                rois = proposal_layer(images)
+            else:  # the input image's pixels -> the model's
+                ratio = tf.cast(content, tf.float32) / tf.cast(size, tf.float32)
+                rois = tf.cast(rois, tf.float32) * tf.concat([ratio, ratio], axis=0)
+            inputs = {"images": images, "rois": tf.cast(rois, tf.float32)}
+        return outputs_of(run_model(inputs), size, content)
+
     if takes_rois and proposal_layer is None:
-        def serve(images, rois):
-            return outputs_of(images, run_model(images_to_model_inputs(images, rois)))
+        def serve(input_tensor, rois):
+            return run(input_tensor, rois)
 
-        return serve, ("images", "rois")
+        return serve, ("input_tensor", "rois")
 
-    def serve(images):  # noqa: F811 (one image input)
-        return outputs_of(images, run_model(images_to_model_inputs(images)))
+    def serve(input_tensor):  # noqa: F811 (one image input)
+        return run(input_tensor)
 
-    return serve, ("images",)
+    return serve, ("input_tensor",)
+
+
+def label_map_text(class_names, *, first_id: int) -> str:
+    """The TF Object Detection API's `label_map.pbtxt` of `class_names`, ids from `first_id`."""
+    items = []
+    for index, name in enumerate(class_names):
+        quoted = name.replace("\\", "\\\\").replace("'", "\\'")
+        items.append(f"item {{\n  id: {first_id + index}\n  name: '{quoted}'\n  display_name: '{quoted}'\n}}\n")
+    return "".join(items)
 
 
 # --------------------------------------------------------------------------- export
@@ -421,13 +450,15 @@ def export(
     task: str | None = None,
     batch_size: int | None = None,
     image_size: tuple[int, int] | None = None,
+    resize: str | None = None,
+    class_names=None,
     jit_compile: bool = False,
     compute_dtype: str | None = None,
     fold_batch_norm: bool = False,
     proposals: str | None = None,
     proposal_options: dict | None = None,
 ) -> Path:
-    """Export `model` as a SavedModel whose `serving_default` takes uint8 pixels.
+    """Export `model` as a SavedModel whose `serving_default` takes uint8 images of any size.
 
     Args:
       model: a zoo model (`zoo.build`, or a `.keras` file from `zoo train`), or any functional
@@ -437,9 +468,16 @@ def export(
       task: "classification", "detection" or "segmentation"; default: the registry's task of
         the model's name, else guessed from its outputs.
       batch_size: None for a dynamic batch, or the fixed N of the signature.
-      image_size: `(H, W)` to fix the signature's image size (default: the model's input
-        size, free where it is None).
-      jit_compile: compile the network with XLA (a detector's NMS stays outside).
+      image_size: `(H, W)` the model runs at inside the graph: the model's fixed input size
+        (the default; another is an error), or for a model that takes any size, a size to
+        resize to (default: none, the input's own size).
+      resize: how an input becomes `image_size` (`layers.image_resize`): "stretch" or
+        "letterbox"; default the registered model's (`zoo describe`), else the task's, as
+        `zoo train` resizes by default. Pass the run's for a model trained otherwise.
+      class_names: the names of the model's classes (the background not included); written
+        to `zoo_export.json` and, as the TF Object Detection API's `label_map.pbtxt`, to the
+        SavedModel's assets.
+      jit_compile: compile the model with XLA, a detector's proposals and NMS included.
       compute_dtype: None/"float32", "float16" or "bfloat16" (mixed precision).
       fold_batch_norm: fold inference batch norm into the preceding convolutions.
       proposals: for a Fast R-CNN detector, None (the signature takes `rois`) or
@@ -449,7 +487,7 @@ def export(
 
     Returns:
       The SavedModel directory, as a `Path`. It also holds `zoo_export.json`: the task, the
-      signature's inputs and outputs, and the options.
+      signature's inputs and outputs, the class names and the options.
 
     Raises:
       FileExistsError: `directory` exists and `overwrite` is False.
@@ -458,7 +496,7 @@ def export(
       TypeError: `model` is not a Keras model.
 
     Example:
-      >>> zoo.export(zoo.build("fast_rcnn_vgg16", weights="voc.keras"), "exports/frcnn",
+      >>> zoo.export(keras.saving.load_model("runs/frcnn/model.keras"), "exports/frcnn",
       ...            proposals="sliding_windows", proposal_options={"stride": 32, "scales": (64, 128)})
     """
     if not isinstance(model, keras.Model):
@@ -471,8 +509,10 @@ def export(
     task = task or infer_task(model)
     if compute_dtype == "float32":
         compute_dtype = None
-    _check_options(model, task, batch_size, image_size, compute_dtype, proposals, proposal_options)
-    image_shape = _signature_image_shape(model, batch_size, None if image_size is None else tuple(image_size))
+    _check_options(model, task, batch_size, image_size, compute_dtype, proposals, proposal_options, resize,
+                   class_names)
+    resize = resize or default_resize(model, task)
+    channels, model_size = _model_image_size(model, None if image_size is None else tuple(image_size))
 
     served = model
     if compute_dtype is not None:
@@ -480,55 +520,84 @@ def export(
     if fold_batch_norm:
         served = _fold_batch_norm(served)
     serve, input_names = _serving_function(
-        served, task, jit_compile=jit_compile, proposals=proposals, proposal_options=proposal_options
+        served, task, jit_compile=jit_compile, proposals=proposals, proposal_options=proposal_options,
+        model_size=model_size, resize=resize,
     )
-    signature = [tf.TensorSpec(image_shape, tf.uint8, name="images")]
+    signature = [tf.TensorSpec((batch_size, None, None, channels), tf.uint8, name="input_tensor")]
     if "rois" in input_names:
         signature.append(tf.TensorSpec((batch_size, None, 4), tf.float32, name="rois"))
+    endpoint = tf.function(serve, input_signature=signature, autograph=False)
     if jit_compile:
-        _check_compiles(serve, signature)
+        _check_compiles(endpoint, signature, model_size)
 
-    archive = keras.export.ExportArchive()
-    archive.track(served)
-    endpoint = archive.add_endpoint("serving_default", serve, input_signature=signature)
+    # What is saved: the variables the traced function reads (tracked as TensorFlow variables,
+    # not through the Keras model, so that TF1-style loaders such as TF Serving and
+    # `saved_model_cli run` restore them too), `__call__` (so `tf.saved_model.load(d)(images)`
+    # works as the TF Object Detection API's `detect_fn` does) and `serving_default`.
+    concrete = endpoint.get_concrete_function()
+    module = tf.Module()
+    module.served_variables = list(concrete.variables)
+    module.__call__ = endpoint
+    names = None if class_names is None else [str(name) for name in class_names]
+    outputs = concrete.structured_outputs
     metadata = {
         "task": task,
         "model": model.name,
+        "class_names": names,
+        "label_ids": None if names is None else LABEL_FIRST_ID[task],
         "inputs": {spec.name: {"dtype": spec.dtype.name, "shape": list(spec.shape)} for spec in signature},
-        "outputs": {
-            key: {"dtype": value.dtype.name, "shape": value.shape.as_list()}
-            for key, value in endpoint.get_concrete_function().structured_outputs.items()
-        },
+        "outputs": {key: {"dtype": value.dtype.name, "shape": value.shape.as_list()} for key, value in outputs.items()},
         "options": {
-            "batch_size": batch_size, "image_size": None if image_size is None else list(image_size),
+            "batch_size": batch_size, "image_size": None if model_size is None else list(model_size),
+            "resize": resize if model_size is not None else None,
             "jit_compile": bool(jit_compile), "compute_dtype": compute_dtype,
             "fold_batch_norm": bool(fold_batch_norm), "proposals": proposals,
             "proposal_options": _jsonable(proposal_options),
         },
     }
-    _write_atomically(target, lambda path: _write(archive, path, metadata))
+    _write_atomically(target, lambda path: _write(module, endpoint, path, metadata))
     return target
+
+
+# The id of the first class name in the outputs: detections count from 1 (the TF OD API's), a
+# segmenter's class 0 is the background, a classifier's output 0 is its first class.
+LABEL_FIRST_ID = {"detection": 1, "segmentation": 1, "classification": 0}
 
 
 def _jsonable(value):
     return json.loads(json.dumps(value, default=list)) if value is not None else None
 
 
-def _check_compiles(serve, signature):
+def _check_compiles(endpoint, signature, model_size):
     """Run the serving function once on zeros, so XLA refuses at export time, not when serving."""
+    height, width = model_size or (64, 64)
     shapes = [[1 if d is None else d for d in spec.shape] for spec in signature]
-    shapes[0][1:3] = [max(s, 64) if spec_dim is None else s
-                      for s, spec_dim in zip(shapes[0][1:3], signature[0].shape[1:3])]
+    shapes[0][1:3] = [height, width]
     arguments = [tf.zeros(shape, spec.dtype) for shape, spec in zip(shapes, signature)]
     try:
-        tf.function(serve, autograph=False)(*arguments)
+        endpoint(*arguments)
     except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError) as error:
         first = str(error).strip().splitlines()[0]
         raise ValueError(f"export: jit_compile=True, but XLA cannot compile this model: {first}") from error
 
 
-def _write(archive, path: Path, metadata: dict) -> None:
-    archive.write_out(str(path), verbose=False)
+def _write(module, endpoint, path: Path, metadata: dict) -> None:
+    names = metadata["class_names"]
+    staging = Path(tempfile.mkdtemp(prefix=".label_map.", dir=path.parent)) if names is not None else None
+    logger = tf.get_logger()
+    level = logger.level
+    logger.setLevel("WARNING")  # not "INFO: Assets written to <the temporary folder>"
+    try:
+        if staging is not None:
+            # An asset of the SavedModel: copied into `assets/` and found again by a client's loader.
+            label_map = staging / "label_map.pbtxt"
+            label_map.write_text(label_map_text(names, first_id=metadata["label_ids"]), encoding="utf-8")
+            module.label_map = tf.saved_model.Asset(str(label_map))
+        tf.saved_model.save(module, str(path), signatures={"serving_default": endpoint})
+    finally:
+        logger.setLevel(level)
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
     (path / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n", encoding="utf-8")
 
 

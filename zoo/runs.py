@@ -1,8 +1,8 @@
 """What a `zoo train` run recorded about its model, for the verbs that use the model afterwards.
 
 `zoo train` writes `run.json` beside `model.keras`: the registered model's name, the task, the
-class names, the image size and, for a detector that takes `rois`, the sliding-window proposals
-it trained with. `zoo evaluate`, `zoo predict` and `zoo export` read them here, so none of them
+class names, the image size and how images were resized to it and, for a detector that takes
+`rois`, the sliding-window proposals it trained with. `zoo evaluate`, `zoo predict` and `zoo export` read them here, so none of them
 needs `--image-size`, `--classes` or a proposal flag again; a flag that contradicts the run is
 an error naming both values (`settle`).
 
@@ -31,6 +31,7 @@ class TrainedRun:
     class_names: tuple[str, ...] | None
     image_size: tuple[int, int] | None
     proposals: dict | None
+    resize: str | None = None
 
 
 def trained_run(weights) -> TrainedRun | None:
@@ -51,7 +52,8 @@ def trained_run(weights) -> TrainedRun | None:
         raise ValueError(f"{path} cannot be read ({error}); it says how {weights} was trained") from None
     if not isinstance(record, dict):
         raise ValueError(f"{path} is not a zoo train run record (a JSON object)")
-    size = (record.get("config") or {}).get("image_size")
+    config = record.get("config") or {}
+    size = config.get("image_size")
     names = record.get("class_names")
     proposals = record.get("proposals")
     return TrainedRun(
@@ -61,6 +63,8 @@ def trained_run(weights) -> TrainedRun | None:
         class_names=tuple(names) if names else None,
         image_size=tuple(int(side) for side in size) if size else None,
         proposals={key: proposals[key] for key in PROPOSAL_KEYS if key in proposals} if proposals else None,
+        # A run recorded before there was a choice was stretched.
+        resize=config.get("resize", "stretch") if config else None,
     )
 
 

@@ -35,8 +35,9 @@ def tiny_classifier(rng):
     return model
 
 
-def tiny_detector():
-    return zoo.build("fast_rcnn_vgg16", num_classes=2, fc_units=32, max_detections=5, score_threshold=0.0)
+def tiny_detector(input_shape=(None, None, 3)):
+    return zoo.build("fast_rcnn_vgg16", num_classes=2, fc_units=32, max_detections=5, score_threshold=0.0,
+                     input_shape=input_shape)
 
 
 def segmentation_stand_in():
@@ -65,27 +66,51 @@ CHILD = """
 import sys, numpy as np, tensorflow as tf
 for directory, inputs, outputs in zip(sys.argv[1::3], sys.argv[2::3], sys.argv[3::3]):
     arrays = dict(np.load(inputs))
-    signature = tf.saved_model.load(directory).signatures["serving_default"]
-    result = signature(**{key: tf.constant(value) for key, value in arrays.items()})
-    np.savez(outputs, **{key: value.numpy() for key, value in result.items()})
+    loaded = tf.saved_model.load(directory)
+    signature = loaded.signatures["serving_default"]
+    result = {}
+    for key, value in arrays.items():  # input_tensor_<i>[, rois_<i>]: one call per image size
+        if not key.startswith("input_tensor"):
+            continue
+        index = key.rsplit("_", 1)[1]
+        extra = {"rois": tf.constant(arrays["rois_" + index])} if "rois_" + index in arrays else {}
+        served = signature(input_tensor=tf.constant(value), **extra)
+        called = loaded(tf.constant(value), *extra.values())  # the TF OD API's detect_fn(x)
+        for name, tensor in served.items():
+            np.testing.assert_array_equal(called[name].numpy(), tensor.numpy())
+            result[name + "_" + index] = tensor.numpy()
+    np.savez(outputs, **result)
 loaded = sorted(name for name in sys.modules if name.split(".")[0] in ("zoo", "layers", "training"))
 assert not loaded, f"the SavedModel pulled in the zoo: {loaded}"
 print("zoo" in sys.modules)
 """
 
 
-def test_every_task_serves_in_a_process_without_the_zoo(tmp_path, rng):
-    classifier, detector, segmenter = tiny_classifier(rng), tiny_detector(), segmentation_stand_in()
+def _resized(images, size, resize):
+    """What the graph feeds the model: `layers.image_resize`'s resize of each image."""
+    from layers.image_resize import resize_image
+
+    return np.stack([np.asarray(resize_image(image.astype("float32"), size, resize=resize)[0]) for image in images])
+
+
+def test_every_task_serves_in_a_process_without_the_zoo_at_other_image_sizes(tmp_path, rng):
+    classifier, detector, segmenter = tiny_classifier(rng), tiny_detector((64, 64, 3)), segmentation_stand_in()
     randomize_batch_norm(segmenter, rng)
-    images = pixels(rng, (2, 64, 64, 3))
-    cases = {
-        "classification": (classifier, {"images": pixels(rng, (2, 32, 32, 3))}),
-        "detection": (detector, {"images": images, "rois": ROIS}),
-        "segmentation": (segmenter, {"images": pixels(rng, (2, 48, 40, 3))}),
-    }
+    for layer in ("box_regression",):  # zero deltas: every detection is one of the RoIs, exactly
+        for weight in detector.get_layer(layer).weights:
+            weight.assign(np.zeros(weight.shape, "float32"))
+    sizes = {"classification": [(40, 56), (20, 24)], "detection": [(96, 128), (80, 40)],
+             "segmentation": [(48, 40), (31, 17)]}
+    images = {task: [pixels(rng, (2, *size, 3)) for size in task_sizes] for task, task_sizes in sizes.items()}
+    rois = [np.stack([_rois(size, rng) for _ in range(2)]) for size in sizes["detection"]]
+    models = {"classification": classifier, "detection": detector, "segmentation": segmenter}
     arguments = []
-    for task, (model, inputs) in cases.items():
-        directory = zoo.export(model, tmp_path / task)
+    for task, model in models.items():
+        directory = zoo.export(model, tmp_path / task, class_names=["cat", "dog", "bird"][:2 if task == "detection" else 3]
+                               if task != "segmentation" else ["circle", "square"])
+        inputs = {f"input_tensor_{i}": batch for i, batch in enumerate(images[task])}
+        if task == "detection":
+            inputs.update({f"rois_{i}": batch for i, batch in enumerate(rois)})
         np.savez(tmp_path / f"{task}_in.npz", **inputs)
         arguments += [str(directory), str(tmp_path / f"{task}_in.npz"), str(tmp_path / f"{task}_out.npz")]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -93,40 +118,68 @@ def test_every_task_serves_in_a_process_without_the_zoo(tmp_path, rng):
                            capture_output=True, text=True, timeout=300)
     assert child.returncode == 0, child.stderr[-3000:]
     assert child.stdout.strip().splitlines()[-1] == "False"
+    served = {task: dict(np.load(tmp_path / f"{task}_out.npz")) for task in models}
 
-    served = {task: dict(np.load(tmp_path / f"{task}_out.npz")) for task in cases}
-    as_float = {task: {k: v.astype("float32") if k in ("images",) else v for k, v in inputs.items()}
-                for task, (_, inputs) in cases.items()}
+    for i, batch in enumerate(images["classification"]):  # stretched to 32 x 32, as training did
+        expected = np.asarray(classifier(_resized(batch, (32, 32), "stretch"), training=False))
+        np.testing.assert_allclose(served["classification"][f"probabilities_{i}"], expected, atol=1e-5)
+        np.testing.assert_array_equal(served["classification"][f"classes_{i}"], expected.argmax(-1))
+        assert served["classification"][f"classes_{i}"].dtype == np.int32
 
-    expected = np.asarray(classifier(as_float["classification"]["images"], training=False))
-    assert sorted(served["classification"]) == ["classes", "probabilities"]
-    np.testing.assert_allclose(served["classification"]["probabilities"], expected, atol=1e-5)
-    np.testing.assert_array_equal(served["classification"]["classes"], expected.argmax(-1))
+    for i, (batch, size) in enumerate(zip(images["detection"], sizes["detection"])):
+        got = {key: served["detection"][f"{key}_{i}"] for key in
+               ("detection_boxes", "detection_scores", "detection_classes", "num_detections")}
+        assert all(value.dtype == np.float32 for value in got.values())  # the TF OD API's dtypes
+        # Letterboxed into 64 x 64 and back: each box, in the input image's pixels, is one of its RoIs.
+        scale = np.array([size[0], size[1], size[0], size[1]], "float32")
+        for image in range(2):
+            count = int(got["num_detections"][image])
+            assert count > 0 and got["detection_classes"][image, :count].min() >= 1
+            for box in got["detection_boxes"][image, :count] * scale:
+                assert np.abs(rois[i][image] - box).max(axis=1).min() < 0.05, (box, rois[i][image])
+        model_rois = rois[i] * (_content(size, (64, 64)) / np.asarray(size, "float32")).repeat(2)[[0, 2, 1, 3]]
+        raw = detector({"images": _resized(batch, (64, 64), "letterbox"), "rois": model_rois}, training=False)
+        np.testing.assert_allclose(got["detection_scores"], np.asarray(raw["scores"]), atol=1e-5)
 
-    raw = detector(as_float["detection"], training=False)
-    got = served["detection"]
-    assert sorted(got) == ["detection_boxes", "detection_classes", "detection_scores", "num_detections"]
-    np.testing.assert_allclose(got["detection_boxes"] * 64.0, np.asarray(raw["boxes"]), atol=1e-3)
-    assert got["detection_boxes"].max() <= 1.0
-    np.testing.assert_allclose(got["detection_scores"], np.asarray(raw["scores"]), atol=1e-5)
-    np.testing.assert_array_equal(got["detection_classes"], np.asarray(raw["classes"]))
-    np.testing.assert_array_equal(got["num_detections"], np.asarray(raw["num_detections"]))
-    assert got["num_detections"][0] > 0 and got["detection_classes"].min() >= 0
+    for i, batch in enumerate(images["segmentation"]):  # takes any size: no resize
+        logits = np.asarray(segmenter(batch.astype("float32"), training=False))
+        np.testing.assert_allclose(served["segmentation"][f"logits_{i}"], logits, atol=1e-4)
+        np.testing.assert_array_equal(served["segmentation"][f"semantic_predictions_{i}"], logits.argmax(-1))
 
-    logits = np.asarray(segmenter(as_float["segmentation"]["images"], training=False))
-    np.testing.assert_allclose(served["segmentation"]["logits"], logits, atol=1e-4)
-    assert served["segmentation"]["semantic_predictions"].shape == (2, 48, 40)
-    np.testing.assert_array_equal(served["segmentation"]["semantic_predictions"], logits.argmax(-1))
+    label_map = (tmp_path / "detection" / "assets" / "label_map.pbtxt").read_text()
+    assert "id: 1\n  name: 'cat'" in label_map and "id: 2\n  name: 'dog'" in label_map
+    metadata = json.loads((tmp_path / "detection" / "zoo_export.json").read_text())
+    assert metadata["class_names"] == ["cat", "dog"] and metadata["options"]["resize"] == "letterbox"
+    assert metadata["inputs"]["input_tensor"] == {"dtype": "uint8", "shape": [None, None, None, 3]}
 
+    # TensorFlow's own client, which nobody here wrote.
     shown = subprocess.run([str(SAVED_MODEL_CLI), "show", "--all", "--dir", str(tmp_path / "detection")],
                            capture_output=True, text=True, timeout=300)
     assert shown.returncode == 0, shown.stderr[-2000:]
-    assert "signature_def['serving_default']" in shown.stdout
-    for name in ("inputs['images']", "inputs['rois']", "dtype: DT_UINT8", "outputs['detection_boxes']",
-                 "outputs['num_detections']"):
+    for name in ("signature_def['serving_default']", "inputs['input_tensor']", "inputs['rois']", "dtype: DT_UINT8",
+                 "outputs['detection_boxes']", "outputs['num_detections']"):
         assert name in shown.stdout
-    metadata = json.loads((tmp_path / "detection" / "zoo_export.json").read_text())
-    assert metadata["task"] == "detection" and metadata["inputs"]["images"]["dtype"] == "uint8"
+    np.save(tmp_path / "photo.npy", images["classification"][0])
+    ran = subprocess.run([str(SAVED_MODEL_CLI), "run", "--dir", str(tmp_path / "classification"), "--tag_set", "serve",
+                          "--signature_def", "serving_default", "--inputs", f"input_tensor={tmp_path / 'photo.npy'}",
+                          "--outdir", str(tmp_path / "cli_out")], capture_output=True, text=True, timeout=300)
+    assert ran.returncode == 0, ran.stderr[-2000:]
+    np.testing.assert_allclose(np.load(tmp_path / "cli_out" / "probabilities.npy"),
+                               served["classification"]["probabilities_0"], atol=1e-6)
+
+
+def _rois(size, rng):
+    """Three RoIs inside an image of `size`, as `[ymin, xmin, ymax, xmax]` pixels."""
+    height, width = size
+    top, left = rng.uniform(0, 0.5, 3) * height, rng.uniform(0, 0.5, 3) * width
+    return np.stack([top, left, top + rng.uniform(0.2, 0.5, 3) * height, left + rng.uniform(0.2, 0.5, 3) * width],
+                    1).astype("float32")
+
+
+def _content(size, output_size):
+    from layers.image_resize import resized_size
+
+    return np.asarray(resized_size(size, output_size, resize="letterbox"), "float32")
 
 
 # --------------------------------------------------------------------------- options
@@ -138,9 +191,9 @@ def test_fixed_batch_jit_compile_and_fold_batch_norm_match_the_model(tmp_path, r
     expected = np.asarray(model(images.astype("float32"), training=False))
     directory = zoo.export(model, tmp_path / "xla", batch_size=2, jit_compile=True, fold_batch_norm=True)
     signature = tf.saved_model.load(str(directory)).signatures["serving_default"]
-    assert signature.structured_input_signature[1]["images"].shape.as_list() == [2, 32, 32, 3]
+    assert signature.structured_input_signature[1]["input_tensor"].shape.as_list() == [2, None, None, 3]
     # XLA on the CPU reorders float sums: 1e-5 on probabilities.
-    np.testing.assert_allclose(signature(images=tf.constant(images))["probabilities"].numpy(), expected, atol=1e-5)
+    np.testing.assert_allclose(signature(input_tensor=tf.constant(images))["probabilities"].numpy(), expected, atol=1e-5)
     assert b"_XlaMustCompile" in (directory / "saved_model.pb").read_bytes()
     metadata = json.loads((directory / "zoo_export.json").read_text())
     assert metadata["options"]["jit_compile"] and metadata["options"]["fold_batch_norm"]
@@ -154,7 +207,7 @@ def test_mixed_precision_export_matches_float32_within_tolerance(compute_dtype, 
     rebuilt = with_compute_dtype(model, compute_dtype)
     assert rebuilt.get_layer("conv2_block1_1_conv").compute_dtype == compute_dtype
     assert rebuilt.get_layer("conv2_block1_1_conv").kernel.dtype == "float32"
-    served = serve(zoo.export(model, tmp_path / compute_dtype, compute_dtype=compute_dtype), images=images)
+    served = serve(zoo.export(model, tmp_path / compute_dtype, compute_dtype=compute_dtype), input_tensor=images)
     assert served["probabilities"].dtype == np.float32
     np.testing.assert_allclose(served["probabilities"], expected, atol=atol)
     assert keras.config.dtype_policy().name == "float32"  # the global policy is restored
@@ -216,16 +269,18 @@ def test_detector_with_xla_and_with_sliding_window_proposals_in_the_graph(tmp_pa
     detector = tiny_detector()
     images = pixels(rng, (2, 64, 64, 3))
     raw = detector({"images": images.astype("float32"), "rois": ROIS}, training=False)
-    # XLA compiles everything up to the NMS, which stays outside (it has no XLA kernel).
-    served = serve(zoo.export(detector, tmp_path / "xla", jit_compile=True), images=images, rois=ROIS)
+    # XLA compiles the whole detector, its NMS included (layers.boxes.padded_nms).
+    directory = zoo.export(detector, tmp_path / "xla", jit_compile=True)
+    served = serve(directory, input_tensor=images, rois=ROIS)
+    assert b"_XlaMustCompile" in (directory / "saved_model.pb").read_bytes()
     np.testing.assert_allclose(served["detection_boxes"] * 64.0, np.asarray(raw["boxes"]), atol=1e-3)
     np.testing.assert_allclose(served["detection_scores"], np.asarray(raw["scores"]), atol=1e-4)
 
     options = {"stride": 16, "scales": [32.0, 48.0], "aspect_ratios": [1.0], "max_proposals": 20}
     directory = zoo.export(detector, tmp_path / "windows", proposals="sliding_windows", proposal_options=options)
     signature = tf.saved_model.load(str(directory)).signatures["serving_default"]
-    assert list(signature.structured_input_signature[1]) == ["images"]
-    served = {k: v.numpy() for k, v in signature(images=tf.constant(images)).items()}
+    assert list(signature.structured_input_signature[1]) == ["input_tensor"]
+    served = {k: v.numpy() for k, v in signature(input_tensor=tf.constant(images)).items()}
     rois = np.asarray(SlidingWindowProposals(**options)(images))
     raw = detector({"images": images.astype("float32"), "rois": rois}, training=False)
     np.testing.assert_allclose(served["detection_boxes"] * 64.0, np.asarray(raw["boxes"]), atol=1e-3)
@@ -268,11 +323,11 @@ def test_existing_directory_is_refused_and_a_failed_export_leaves_the_old_one(tm
     model = segmentation_stand_in()
     images = pixels(rng, (1, 16, 16, 3))
     target = zoo.export(model, tmp_path / "seg")
-    before = serve(target, images=images)["logits"]
+    before = serve(target, input_tensor=images)["logits"]
     with pytest.raises(FileExistsError, match="overwrite=True"):
         zoo.export(model, target)
 
-    def broken_write(archive, path, metadata):
+    def broken_write(module, endpoint, path, metadata):
         Path(path, "saved_model.pb").write_bytes(b"half")
         raise OSError("disk full")
 
@@ -280,12 +335,12 @@ def test_existing_directory_is_refused_and_a_failed_export_leaves_the_old_one(tm
     other = segmentation_stand_in()
     with pytest.raises(OSError, match="disk full"):
         zoo.export(other, target, overwrite=True)
-    np.testing.assert_array_equal(serve(target, images=images)["logits"], before)
+    np.testing.assert_array_equal(serve(target, input_tensor=images)["logits"], before)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["seg"]  # no temporary left beside it
     monkeypatch.undo()
 
     replaced = zoo.export(other, target, overwrite=True)
-    np.testing.assert_allclose(serve(replaced, images=images)["logits"], np.asarray(other(images.astype("float32"))),
+    np.testing.assert_allclose(serve(replaced, input_tensor=images)["logits"], np.asarray(other(images.astype("float32"))),
                                atol=1e-5)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["seg"]
 
@@ -302,7 +357,7 @@ def test_zoo_export_command(tmp_path, rng, capsys):
     assert cli.main(argv) == 0
     assert str(out) in capsys.readouterr().err
     images = pixels(rng, (4, 32, 32, 3))
-    np.testing.assert_allclose(serve(out, images=images)["probabilities"],
+    np.testing.assert_allclose(serve(out, input_tensor=images)["probabilities"],
                                np.asarray(source(images.astype("float32"))), atol=1e-5)
     assert cli.main(argv) == 2
     assert "exists; pass overwrite=True" in capsys.readouterr().err

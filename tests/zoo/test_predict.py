@@ -162,7 +162,7 @@ def test_cli_predict_refuses_to_overwrite_its_input_and_bad_options_before_writi
     assert result.returncode == 2 and "score_threshold (--score-threshold) must be in [0, 1], got 1.5" in result.stderr
     result = run_zoo(*common, "--out", tmp_path / "out", "--classes", "cat")
     assert result.returncode == 2, result.stderr
-    assert "the model has 3 classes (background included) but class_names has 1 names" in result.stderr
+    assert "--classes cat contradicts the model's cat,dog (from " in result.stderr
     assert "Traceback" not in result.stderr and not (tmp_path / "out").exists()
 
 

@@ -26,7 +26,7 @@ def test_a_deeplab_export_serves_without_the_zoo(tmp_path, rng):
     kernel.assign(rng.normal(scale=100.0, size=kernel.shape).astype("float32"))
     images = pixels(rng, (2, 45, 37, 3))  # odd sizes: the resizes must land on the input size
     directory = zoo.export(model, tmp_path / "deeplab")
-    np.savez(tmp_path / "in.npz", images=images)
+    np.savez(tmp_path / "in.npz", input_tensor_0=images)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     child = subprocess.run([sys.executable, "-c", CHILD, str(directory), str(tmp_path / "in.npz"),
                             str(tmp_path / "out.npz")], cwd=tmp_path, env=env, capture_output=True, text=True,
@@ -36,7 +36,7 @@ def test_a_deeplab_export_serves_without_the_zoo(tmp_path, rng):
 
     served = dict(np.load(tmp_path / "out.npz"))
     logits = np.asarray(model(images.astype("float32"), training=False))
-    assert served["semantic_predictions"].shape == (2, 45, 37)
-    np.testing.assert_allclose(served["logits"], logits, rtol=1e-4, atol=1e-3)
-    np.testing.assert_array_equal(served["semantic_predictions"], logits.argmax(-1))
+    assert served["semantic_predictions_0"].shape == (2, 45, 37)
+    np.testing.assert_allclose(served["logits_0"], logits, rtol=1e-4, atol=1e-3)
+    np.testing.assert_array_equal(served["semantic_predictions_0"], logits.argmax(-1))
     assert logits.std(axis=(1, 2)).min() > 1e-2  # the logits vary over the image

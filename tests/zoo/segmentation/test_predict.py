@@ -129,7 +129,7 @@ def test_cli_predict_a_trained_segmenter(segmenter, tmp_path, capsys):
     assert len(listing) == 1 and listing[0]["height"] == 60 and listing[0]["width"] == 44
     assert read_image(listing[0]["picture"]).shape == (60, 44, 3)
     assert "pixels" in capsys.readouterr().err
-    # Too few class names for the model's classes is named, not drawn with wrong labels.
+    # Class names other than the run's are named, not drawn as wrong labels.
     assert cli.main(["predict", "deeplabv3plus_resnet50", *map(str, paths), "--weights", str(weights),
                      "--classes", "cat", "--out", str(tmp_path / "out2")]) == 2
-    assert "3 classes (background included) but class_names has 1 names" in capsys.readouterr().err
+    assert "--classes cat contradicts the model's cat,dog (from " in capsys.readouterr().err
