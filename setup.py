@@ -52,8 +52,15 @@ setup(
     ],
     extras_require={
         # scikit-learn: bench/digits_lenet5.py's real handwritten digits (load_digits, bundled) and its test.
+        # onnx/tflite: tests/zoo/test_export_formats.py runs the exports in onnxruntime and LiteRT.
         "dev": ["pytest>=8", "hypothesis>=6.100", "pycocotools>=2.0.7", "nbmake>=1.5", "ipykernel>=6",
-                "scikit-learn>=1.3"],
+                "scikit-learn>=1.3", "tf2onnx>=1.17", "onnx>=1.14", "onnxruntime>=1.14", "ai-edge-litert>=2.3"],
+        # zoo export --format onnx (zoo.export_onnx): tf2onnx >= 1.17 runs with NumPy 2; opset 18
+        # (the antialiased Resize) needs onnx >= 1.14 and onnxruntime >= 1.14. Tested: 1.17.0, 1.23.2, 1.32.0.
+        "onnx": ["tf2onnx>=1.17", "onnx>=1.14", "onnxruntime>=1.14"],
+        # Runs .tflite files: LiteRT's interpreter, which replaces the deprecated tf.lite.Interpreter
+        # (exporting needs only TensorFlow). Tested: 2.3.0.
+        "tflite": ["ai-edge-litert>=2.3"],
         "bench": ["scikit-learn>=1.3"],
         "notebooks": ["nbmake>=1.5", "matplotlib>=3.8", "ipykernel>=6"],
         "coco": ["pycocotools>=2.0.7"],

@@ -13,6 +13,7 @@ from zoo import inspect  # noqa: E402,F401  (receptive fields and feature maps)
 from zoo.detection import faster_rcnn  # noqa: E402,F401
 
 from zoo.export import export  # noqa: E402  (the function; `zoo.export` the module stays importable by name)
+from zoo.export_formats import export_onnx, export_tflite  # noqa: E402  (ONNX and TFLite files)
 from zoo.segmentation import deeplab_v3_plus  # noqa: E402,F401  (registers the segmenters)
 
 # A `model.keras` written by `zoo train` names `training`'s objects too (the warm-up schedule,
@@ -21,4 +22,4 @@ from zoo.segmentation import deeplab_v3_plus  # noqa: E402,F401  (registers the 
 import training  # noqa: E402,F401
 
 __version__ = "0.1.0"
-__all__ = ["build", "describe", "export", "list_models", "register", "backbones", "inspect"]
+__all__ = ["build", "describe", "export", "export_onnx", "export_tflite", "list_models", "register", "backbones", "inspect"]

@@ -528,7 +528,8 @@ def _add_proposal_arguments(parser):
 def cmd_export(args) -> int:
     import zoo
 
-    _refuse_file_as_out(args.out, "the SavedModel")
+    if args.format == "saved_model":
+        _refuse_file_as_out(args.out, "the SavedModel")
     overrides = dict(args.set or [])
     if args.weights and str(args.weights).endswith(".keras"):
         if overrides:
@@ -557,14 +558,24 @@ def cmd_export(args) -> int:
     if class_names is None:
         print("zoo export: no class names (--classes or a run.json beside --weights): the export has no label map",
               file=sys.stderr)
-    directory = zoo.export(
-        model, args.out, overwrite=args.overwrite, batch_size=args.batch_size,
+    options = dict(
+        overwrite=args.overwrite, batch_size=args.batch_size,
         image_size=tuple(args.image_size) if args.image_size else None, resize=run and run.resize,
         class_names=class_names, jit_compile=args.jit_compile,
         compute_dtype=args.compute_dtype, fold_batch_norm=args.fold_batch_norm,
         proposals=args.proposals, proposal_options=proposal_options,
     )
-    print(f"zoo export: SavedModel written to {directory}", file=sys.stderr)
+    if args.format == "saved_model":
+        directory = zoo.export(model, args.out, **options)
+    else:  # zoo.export_formats: the options given, so that one the format lacks is an error
+        from zoo.export_formats import export_as
+
+        options = {key: value for key, value in options.items() if value not in (None, False)}
+        if args.format == "tflite":
+            options.pop("class_names", None)  # a .tflite file has no label map
+        directory = export_as(model, args.out, format=args.format, **options)
+    written = {"saved_model": "SavedModel", "onnx": "ONNX file", "tflite": "TFLite file"}[args.format]
+    print(f"zoo export: {written} written to {directory}", file=sys.stderr)
     return 0
 
 
@@ -688,7 +699,10 @@ def make_parser() -> argparse.ArgumentParser:
     exporting = commands.add_parser("export", help="a SavedModel whose serving_default takes uint8 images")
     exporting.add_argument("model", help="a registered model name (zoo list)")
     exporting.add_argument("--weights", help="a manifest tag, a weights file, or OUT/model.keras from zoo train")
-    exporting.add_argument("--out", required=True, help="the SavedModel directory")
+    exporting.add_argument("--out", required=True, help="the SavedModel directory, or the .onnx / .tflite file")
+    exporting.add_argument("--format", choices=("saved_model", "onnx", "tflite"), default="saved_model",
+                           help="saved_model (default), onnx (uint8 any size, as the SavedModel) or tflite "
+                                "(float32 at the model's size, batch 1): see the README, Export and serving")
     exporting.add_argument("--set", action="append", type=_parse_override, metavar="KEY=VALUE",
                            help="a config override, repeatable (not with a .keras model)")
     exporting.add_argument("--overwrite", action="store_true", help="replace an existing --out")

@@ -430,6 +430,48 @@ def _serving_function(model, task, *, jit_compile, proposals, proposal_options, 
     return serve, ("input_tensor",)
 
 
+def serving_function(
+    model: keras.Model,
+    *,
+    task: str | None = None,
+    batch_size: int | None = None,
+    image_size: tuple[int, int] | None = None,
+    resize: str | None = None,
+    resize_in_graph: bool = True,
+    proposals: str | None = None,
+    proposal_options: dict | None = None,
+):
+    """`(function, signature, settings)`: `export`'s serving function, for the other formats.
+
+    `function` is a `tf.function` of `signature`, computing what the SavedModel's
+    `serving_default` does (`zoo.export_formats` converts it to ONNX as it is). With
+    `resize_in_graph=False` it takes float32 `images [N, H, W, C]` pixels already at the model's
+    input size, resized by the client as `layers.image_resize` does, and runs no resize (for
+    runtimes without an antialiased resize: TFLite). `settings`: the `task`, `resize` and
+    `image_size` it was built with. Arguments as `export`'s; raises as `export` does.
+    """
+    if not isinstance(model, keras.Model):
+        raise TypeError(f"export: model must be a keras.Model, got {type(model).__name__}")
+    task = task or infer_task(model)
+    _check_options(model, task, batch_size, image_size, None, proposals, proposal_options, resize, None)
+    resize = resize or default_resize(model, task)
+    channels, model_size = _model_image_size(model, None if image_size is None else tuple(image_size))
+    if not resize_in_graph and model_size is None:
+        raise ValueError("export: without a resize in the graph the input size must be fixed: pass image_size=(H, W)")
+    serve, input_names = _serving_function(
+        model, task, jit_compile=False, proposals=proposals, proposal_options=proposal_options,
+        model_size=model_size if resize_in_graph else None, resize=resize,
+    )
+    if resize_in_graph:
+        signature = [tf.TensorSpec((batch_size, None, None, channels), tf.uint8, name="input_tensor")]
+    else:
+        signature = [tf.TensorSpec((batch_size, *model_size, channels), tf.float32, name="images")]
+    if "rois" in input_names:
+        signature.append(tf.TensorSpec((batch_size, None, 4), tf.float32, name="rois"))
+    function = tf.function(serve, input_signature=signature, autograph=False)
+    return function, signature, {"task": task, "resize": resize, "image_size": model_size}
+
+
 def label_map_text(class_names, *, first_id: int) -> str:
     """The TF Object Detection API's `label_map.pbtxt` of `class_names`, ids from `first_id`."""
     items = []
