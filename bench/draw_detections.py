@@ -28,7 +28,7 @@ import tensorflow as tf  # noqa: E402
 
 import zoo  # noqa: E402,F401  (registers the zoo's layers for loading)
 from fast_rcnn_synthetic import default_windows, held_out, parse_tiers, window_proposals  # noqa: E402
-from training.detection import takes_rois  # noqa: E402
+from layers.detection_contract import takes_rois  # noqa: E402
 from zoo.demo import draw_detection_grid  # noqa: E402
 from zoo.predict import write_image  # noqa: E402
 

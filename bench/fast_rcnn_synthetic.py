@@ -5,7 +5,7 @@
     $ python bench/fast_rcnn_synthetic.py --model faster_rcnn_resnet50   # .../faster_rcnn_synthetic.md
 
 Faster R-CNN (`faster_rcnn_resnet50`, no `rois` input) is trained by
-`training.faster_rcnn.FasterRCNNTrainer`: the RPN and the head jointly, on
+`training.detection.FasterRCNNTrainer`: the RPN and the head jointly, on
 `rpn_classification + rpn_box + classification + box`, with anchors whose sides follow the
 synthetic objects' sizes and fewer proposals than the paper's 2000 / 300 (an image holds a few
 objects, and conv5 runs once per proposal at test time).
@@ -45,6 +45,7 @@ import tensorflow as tf  # noqa: E402
 import zoo  # noqa: E402
 from training import TrainConfig, data, evaluate_detector, train  # noqa: E402
 from zoo.detection.proposals import sliding_windows  # noqa: E402
+from zoo.detection.sizing import has_rpn  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 MODELS = ("fast_rcnn_resnet50", "fast_rcnn_vgg16", "faster_rcnn_resnet50")
@@ -152,17 +153,17 @@ def main(argv=None):
     parser.add_argument("--results", default=None,
                         help="where to write the markdown ('-' for none; default bench/results/<kind>_synthetic.md)")
     args = parser.parse_args(argv)
-    has_rpn = args.model.startswith("faster")
+    with_rpn = has_rpn(args.model)
     args.train_images = args.train_images or TRAIN_IMAGES[args.model]
     args.windows = args.windows or default_windows(args.image_size)
     if args.results is None:
-        args.results = str(RESULTS / ("faster_rcnn_synthetic.md" if has_rpn else "fast_rcnn_synthetic.md"))
+        args.results = str(RESULTS / ("faster_rcnn_synthetic.md" if with_rpn else "fast_rcnn_synthetic.md"))
 
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     tf.config.threading.set_inter_op_parallelism_threads(args.threads)
     size = (args.image_size, args.image_size)
     proposals, num_windows = None, None
-    if not has_rpn:
+    if not with_rpn:
         proposals = window_proposals(parse_tiers(args.windows), tuple(args.aspect_ratios))
         num_windows = int(proposals(tf.zeros([1, *size, 3])).shape[0])
     synthetic = dict(image_size=size, num_classes=args.num_classes, max_objects=args.max_objects)
@@ -179,7 +180,7 @@ def main(argv=None):
 
     def build(num_classes):
         extra = {"fc_units": args.fc_units} if args.fc_units else {}
-        if has_rpn:
+        if with_rpn:
             extra = dict(
                 anchor_scales=tuple(args.anchor_scales), anchor_aspect_ratios=tuple(args.anchor_ratios),
                 rpn_min_size=args.rpn_min_size, train_pre_nms_top_n=8 * args.train_proposals,

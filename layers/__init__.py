@@ -8,9 +8,11 @@
 - `boxes`: IoU, box encoding, clipping, conversions and per-class NMS.
 - `image_resize`: an image of any size -> a model's fixed input ("stretch" or aspect-keeping
   "letterbox"), with its mask, and the scale that maps boxes back to the original pixels.
+- `detection_contract`: what a detector is (Fast or Faster R-CNN, its inputs, outputs and layer
+  names), answered from the built model, for `zoo` and `training` alike.
 """
 
-from layers import boxes, image_resize, resample
+from layers import boxes, detection_contract, image_resize, resample
 from layers.aspp import ASPP, atrous_rates_for
 from layers.preprocessing import PRESETS, PixelNormalization
 from layers.resample import ResizeBilinear, crop_and_resize, resize_bilinear
@@ -25,6 +27,7 @@ __all__ = [
     "atrous_rates_for",
     "boxes",
     "crop_and_resize",
+    "detection_contract",
     "image_resize",
     "resample",
     "resize_bilinear",

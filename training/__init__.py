@@ -12,12 +12,13 @@ trainer serves every head. The `zoo train` / `zoo evaluate` commands wrap it.
 """
 
 from training import data
+from training.data import split_validation
 from training.adversarial import AdversarialModel
 from training.callbacks import Backup, BestCheckpoint, EarlyStopping, StopOnNaN, save_model_atomically
-from training.detection import FastRCNNTrainer, evaluate_detector, fast_rcnn_loss, match_rois, sample_rois
-from training.faster_rcnn import FasterRCNNTrainer
+from training.detection import FastRCNNTrainer, FasterRCNNTrainer, evaluate_detector, fast_rcnn_loss, match_rois
+from training.detection import sample_rois
 from training.distribute import STRATEGIES, make_strategy
-from training.fit import TrainConfig, TrainingDiverged, TrainResult, WeightsInitializer, evaluate, split_validation
+from training.fit import TrainConfig, TrainingDiverged, TrainResult, WeightsInitializer, evaluate
 from training.fit import train
 from training.optimizers import WarmupSchedule, make_optimizer
 from training.regularization import apply_weight_decay, default_weight_decay, freeze_stages, set_batch_norm

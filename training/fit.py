@@ -45,6 +45,7 @@ from training import data as data_lib
 from training.adversarial import AdversarialModel
 from training.callbacks import Backup, BestCheckpoint, EarlyStopping, StalledValidation, StopOnNaN
 from training.callbacks import save_model_atomically, write_atomically
+from training.data.examples import VALIDATION_FRACTION, split_validation
 from training.distribute import is_chief, make_strategy
 from training.optimizers import OPTIMIZERS, SCHEDULES, WarmupSchedule, make_optimizer
 from training.precise_bn import PreciseBatchNorm, trainable_batch_norms
@@ -112,7 +113,7 @@ class TrainConfig:
     precise_bn: int = 16
     freeze_stages: int = 0
     augment: bool | dict = True
-    validation_fraction: float = 0.2
+    validation_fraction: float = VALIDATION_FRACTION
     early_stopping_patience: int | None = None
     mixed_precision: str | None = None
     jit_compile: str = "auto"
@@ -179,20 +180,6 @@ class TrainResult:
     best_value: float | None
     monitor: str
     initial_epoch: int
-
-
-def split_validation(source, fraction: float, seed: int):
-    """A seeded split of `source`'s examples into (train, validation) sources."""
-    count = len(source.examples)
-    held = int(round(count * fraction))
-    if fraction and (held == 0 or held == count):
-        raise ValueError(
-            f"validation_fraction {fraction} of {count} examples leaves an empty split; "
-            "give more examples or a separate validation set"
-        )
-    order = np.random.default_rng(seed).permutation(count)
-    pick = lambda indices: dataclasses.replace(source, examples=[source.examples[i] for i in sorted(indices)])  # noqa: E731
-    return pick(order[held:]), pick(order[:held])
 
 
 def _schedule(config: TrainConfig, steps_per_epoch: int) -> WarmupSchedule:

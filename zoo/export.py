@@ -63,6 +63,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from layers.detection_contract import IMAGES, ROIS, is_detector, takes_rois
 from layers.image_resize import IMAGE_PAD_VALUE, check_resize, resized_size
 from zoo.weights import apply_umask, remove_stale_temporaries
 
@@ -70,7 +71,6 @@ TASKS = ("classification", "detection", "segmentation")
 COMPUTE_DTYPES = {"float16": "mixed_float16", "bfloat16": "mixed_bfloat16"}
 PROPOSAL_METHODS = ("sliding_windows",)
 METADATA_FILE = "zoo_export.json"
-DETECTION_KEYS = ("boxes", "scores", "classes", "num_detections")
 # Layers that fold into a following BatchNormalization: the axis that carries output channels.
 FOLDABLE = ("Conv1D", "Conv2D", "Conv3D", "DepthwiseConv2D", "SeparableConv2D", "Dense")
 
@@ -252,9 +252,9 @@ def infer_task(model) -> str:
 
     if model.name in registry.list_models():
         return registry.get_spec(model.name).task
-    outputs = model.output
-    if isinstance(outputs, dict) and set(DETECTION_KEYS) <= set(outputs):
+    if is_detector(model):
         return "detection"
+    outputs = model.output
     if not isinstance(outputs, (dict, list, tuple)):
         if len(outputs.shape) == 4:
             return "segmentation"
@@ -268,9 +268,9 @@ def infer_task(model) -> str:
 def _image_input(model):
     inputs = model.input
     if isinstance(inputs, dict):
-        if "images" not in inputs:
-            raise ValueError(f"export: the model's inputs {sorted(inputs)} have no 'images'")
-        return inputs["images"]
+        if IMAGES not in inputs:
+            raise ValueError(f"export: the model's inputs {sorted(inputs)} have no '{IMAGES}'")
+        return inputs[IMAGES]
     if isinstance(inputs, (list, tuple)):
         raise ValueError("export: a model with several inputs must take them as a dict with 'images'")
     return inputs
@@ -339,7 +339,7 @@ def _check_options(model, task, batch_size, image_size, compute_dtype, proposals
     if proposals is not None:
         if proposals not in PROPOSAL_METHODS:
             raise ValueError(f"export: proposals must be None or one of {PROPOSAL_METHODS}, got {proposals!r}")
-        if task != "detection" or not isinstance(model.input, dict) or "rois" not in model.input:
+        if task != "detection" or not takes_rois(model):
             raise ValueError("export: proposals= is for a detector that takes 'rois' (Fast R-CNN)")
     elif proposal_options:
         raise ValueError("export: proposal_options needs proposals='sliding_windows'")
@@ -366,7 +366,7 @@ def _serving_function(model, task, *, jit_compile, proposals, proposal_options, 
     (`resize`), runs the model (all of it under XLA with `jit_compile`: NMS included) and maps
     the outputs back to the input images' pixels.
     """
-    takes_rois = task == "detection" and isinstance(model.input, dict) and "rois" in model.input
+    with_rois = task == "detection" and takes_rois(model)
 
     def run_model(inputs):
         return model(inputs, training=False)
@@ -407,22 +407,22 @@ def _serving_function(model, task, *, jit_compile, proposals, proposal_options, 
         pixels = tf.cast(input_tensor, tf.float32)
         size = tf.shape(pixels)[1:3]
         images, content = _to_model_size(pixels, model_size, resize)
-        if not takes_rois:
-            inputs = images if not isinstance(model.input, dict) else {"images": images}
+        if not with_rois:
+            inputs = images if not isinstance(model.input, dict) else {IMAGES: images}
         else:
             if rois is None:
                 rois = proposal_layer(images)
             else:  # the input image's pixels -> the model's
                 ratio = tf.cast(content, tf.float32) / tf.cast(size, tf.float32)
                 rois = tf.cast(rois, tf.float32) * tf.concat([ratio, ratio], axis=0)
-            inputs = {"images": images, "rois": tf.cast(rois, tf.float32)}
+            inputs = {IMAGES: images, ROIS: tf.cast(rois, tf.float32)}
         return outputs_of(run_model(inputs), size, content)
 
-    if takes_rois and proposal_layer is None:
+    if with_rois and proposal_layer is None:
         def serve(input_tensor, rois):
             return run(input_tensor, rois)
 
-        return serve, ("input_tensor", "rois")
+        return serve, ("input_tensor", ROIS)
 
     def serve(input_tensor):  # noqa: F811 (one image input)
         return run(input_tensor)
@@ -466,8 +466,8 @@ def serving_function(
         signature = [tf.TensorSpec((batch_size, None, None, channels), tf.uint8, name="input_tensor")]
     else:
         signature = [tf.TensorSpec((batch_size, *model_size, channels), tf.float32, name="images")]
-    if "rois" in input_names:
-        signature.append(tf.TensorSpec((batch_size, None, 4), tf.float32, name="rois"))
+    if ROIS in input_names:
+        signature.append(tf.TensorSpec((batch_size, None, 4), tf.float32, name=ROIS))
     function = tf.function(serve, input_signature=signature, autograph=False)
     return function, signature, {"task": task, "resize": resize, "image_size": model_size}
 
@@ -566,8 +566,8 @@ def export(
         model_size=model_size, resize=resize,
     )
     signature = [tf.TensorSpec((batch_size, None, None, channels), tf.uint8, name="input_tensor")]
-    if "rois" in input_names:
-        signature.append(tf.TensorSpec((batch_size, None, 4), tf.float32, name="rois"))
+    if ROIS in input_names:
+        signature.append(tf.TensorSpec((batch_size, None, 4), tf.float32, name=ROIS))
     endpoint = tf.function(serve, input_signature=signature, autograph=False)
     if jit_compile:
         _check_compiles(endpoint, signature, model_size)

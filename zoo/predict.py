@@ -39,6 +39,7 @@ import cv2
 import numpy as np
 import tensorflow as tf
 
+from layers.detection_contract import IMAGES, ROIS, num_object_classes, takes_rois
 from layers.image_resize import check_resize, resize_image
 
 
@@ -67,13 +68,15 @@ def write_image(path, image) -> Path:
 
 
 def model_input_names(model) -> list[str]:
+    """The names of `model.inputs`' tensors, in their order (whether it takes RoIs:
+    `layers.detection_contract.takes_rois`)."""
     return [tensor.name for tensor in model.inputs]
 
 
 def model_image_size(model):
     """The fixed `(H, W)` of the model's image input, or None when either is free."""
     names = model_input_names(model)
-    index = names.index("images") if "images" in names else 0
+    index = names.index(IMAGES) if IMAGES in names else 0
     height, width = model.inputs[index].shape[1:3]
     return (height, width) if height and width else None
 
@@ -103,16 +106,16 @@ def detect(model, image, *, image_size=None, proposals=None, resize="stretch") -
       `num_detections` for the image, boxes `[ymin, xmin, ymax, xmax]` in the input image's pixels.
     """
     images, content = _resize(image, image_size, resize)
-    if "rois" in model_input_names(model):
+    if takes_rois(model):
         if proposals is None:
             raise ValueError(f"detect: model {model.name!r} takes RoIs: pass proposals (a function of the images)")
         rois = tf.convert_to_tensor(proposals(images), tf.float32)
         if rois.shape.rank == 2:
             rois = rois[None]
-        outputs = model({"images": images, "rois": rois}, training=False)
+        outputs = model({IMAGES: images, ROIS: rois}, training=False)
     else:
         # Faster R-CNN takes `{"images"}` (its RPN makes the proposals).
-        inputs = {"images": images} if isinstance(model.input, dict) else images
+        inputs = {IMAGES: images} if isinstance(model.input, dict) else images
         outputs = model(inputs, training=False)
     count = int(outputs["num_detections"][0])
     boxes = np.asarray(outputs["boxes"][0, :count], np.float32)
@@ -286,10 +289,7 @@ def model_class_count(model, task):
     """The classes a zoo model predicts (objects only for detection and segmentation, whose
     class 0 is the background), or None where the model does not show it."""
     if task == "detection":
-        try:
-            return int(model.get_layer("class_probs").output.shape[-1]) - 1
-        except (ValueError, AttributeError, TypeError):
-            return None
+        return num_object_classes(model)
     outputs = model.outputs
     if len(outputs) != 1 or outputs[0].shape[-1] is None:
         return None

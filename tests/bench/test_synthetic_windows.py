@@ -5,7 +5,7 @@ import tensorflow as tf
 
 from bench.fast_rcnn_synthetic import BASE_SIZE, default_windows, parse_tiers, window_proposals
 from training import data
-from training.detection_eval import iou_matrix
+from training.detection.average_precision import iou_matrix
 
 
 def test_base_size_gives_the_base_windows_and_other_sizes_scale_them():

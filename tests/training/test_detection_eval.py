@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from layers import boxes as box_ops
-from training.detection_eval import coco_evaluate, evaluate_detections, iou_matrix, split_batch, voc_ap
+from training.detection.average_precision import coco_evaluate, evaluate_detections, iou_matrix, split_batch, voc_ap
 
 
 def detection(boxes, scores, classes):

@@ -12,7 +12,7 @@ import tensorflow as tf
 
 import zoo
 from training import get_task
-from training.faster_rcnn import FasterRCNNTrainer, match_anchors, rpn_loss, sample_anchors
+from training.detection import FasterRCNNTrainer, match_anchors, rpn_loss, sample_anchors
 from zoo.cli import main
 
 IMAGE = (32, 48)  # height, width

@@ -13,8 +13,7 @@ import pytest
 import tensorflow as tf
 
 import zoo
-from training.detection import FastRCNNTrainer
-from training.faster_rcnn import FasterRCNNTrainer
+from training.detection import FastRCNNTrainer, FasterRCNNTrainer
 from training.segmentation import SegmentationCrossEntropy
 from training.tasks import get_task
 from zoo.detection.proposals import sliding_windows

@@ -29,6 +29,7 @@ from training.data.examples import (
     IGNORE_LABEL,
     PASCAL_VOC_CLASSES,
     TASKS,
+    VALIDATION_FRACTION,
     DataError,
     DatasetSource,
     DataWarning,
@@ -39,6 +40,7 @@ from training.data.examples import (
     load_mask,
     max_image_pixels,
     parse_class_list,
+    split_validation,
 )
 from training.data.folder import IMAGE_EXTENSIONS, read_folder
 from training.data.pipeline import make_dataset
@@ -52,6 +54,7 @@ __all__ = [
     "PASCAL_VOC_CLASSES",
     "SHAPES",
     "TASKS",
+    "VALIDATION_FRACTION",
     "DataError",
     "DataWarning",
     "DatasetSource",
@@ -74,5 +77,6 @@ __all__ = [
     "read_folder",
     "read_voc_detection",
     "read_voc_segmentation",
+    "split_validation",
     "synthetic",
 ]

@@ -234,6 +234,25 @@ class DatasetSource:
         return line
 
 
+# The share of the training examples held out for validation when there is no validation
+# source (`training.TrainConfig.validation_fraction`'s default, a LabelImg folder's "val").
+VALIDATION_FRACTION = 0.2
+
+
+def split_validation(source, fraction: float, seed: int):
+    """A seeded split of `source`'s examples into (train, validation) sources."""
+    count = len(source.examples)
+    held = int(round(count * fraction))
+    if fraction and (held == 0 or held == count):
+        raise ValueError(
+            f"validation_fraction {fraction} of {count} examples leaves an empty split; "
+            "give more examples or a separate validation set"
+        )
+    order = np.random.default_rng(seed).permutation(count)
+    pick = lambda indices: dataclasses.replace(source, examples=[source.examples[i] for i in sorted(indices)])  # noqa: E731
+    return pick(order[held:]), pick(order[:held])
+
+
 def parse_class_list(classes) -> tuple[str, ...]:
     """`"a,b,c"` or a sequence of names -> a tuple of distinct, non-empty names (no background)."""
     if isinstance(classes, str):

@@ -6,14 +6,14 @@ import dataclasses
 import zlib
 
 from training.data.coco import read_coco
-from training.data.examples import DataError
+from training.data.examples import VALIDATION_FRACTION, DataError, split_validation
 from training.data.folder import read_folder
 from training.data.synthetic import synthetic
 from training.data.voc import read_voc_detection, read_voc_segmentation
 
 SYNTHETIC_DEFAULT_SIZE = 1000
 ACCEPTED = "'synthetic', 'synthetic:N' (N examples), 'voc:PATH', 'coco:PATH.json' or 'folder:PATH'"
-# The splits of a LabelImg folder (no ImageSets), cut by `training.fit.split_validation`.
+# The splits of a LabelImg folder (no ImageSets), cut by `split_validation`.
 HELD_OUT_SPLITS = {"train": "every annotated image", "val": "the held-out images", "all": "every annotated image"}
 
 
@@ -30,7 +30,7 @@ def parse_dataset_spec(text, *, split="train", classes=None, image_size=None, se
         `task="segmentation"` `read_voc_segmentation(PATH, split, classes=classes)`. A folder
         without ImageSets (LabelImg's) has no split lists: "train" and "all" are every
         annotated image (`zoo train` holds out `validation_fraction` of them with `seed`, by
-        `training.fit.split_validation`), "val" exactly the images that this holds out, so
+        `training.data.split_validation`), "val" exactly the images that this holds out, so
         `zoo evaluate --split val` with the training run's `--seed` evaluates on them.
       "coco:PATH.json": `read_coco(PATH.json, images=images, classes=classes, task=task)`; the
         JSON is the split (COCO ships one per split), so `split` does not apply.
@@ -91,9 +91,7 @@ def parse_dataset_spec(text, *, split="train", classes=None, image_size=None, se
 
 def _held_out_split(source, split, seed, fraction):
     """A LabelImg folder's `split`: every image, or the part `zoo train` holds out for validation."""
-    from training.fit import TrainConfig, split_validation  # fit imports the data package
-
-    fraction = TrainConfig.validation_fraction if fraction is None else fraction
+    fraction = VALIDATION_FRACTION if fraction is None else fraction
     root = source.origin.partition(" (")[0]
     if split not in HELD_OUT_SPLITS:
         raise DataError(

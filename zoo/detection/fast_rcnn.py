@@ -34,11 +34,12 @@ sliding windows, or any boxes. Training (RoI sampling, targets, the multi-task l
 from __future__ import annotations
 
 import dataclasses
-from typing import Literal
+from typing import ClassVar, Literal
 
 import keras
 
 from layers import RoIPooling
+from layers.detection_contract import BOX_DELTAS, CLASS_PROBS, DETECTIONS, FAST_RCNN, IMAGES, ROIS
 from zoo.backbones import resnet, vgg
 from zoo.backbones._common import check_choice, image_input
 from zoo.detection.postprocess import ClassBoxDeltas, DetectionPostprocess, FlattenRoIs, UnflattenRoIs
@@ -80,6 +81,9 @@ class FastRCNNConfig:
     max_detections: int = 100
     box_weights: tuple[float, ...] = (10.0, 10.0, 5.0, 5.0)
     preprocessing: str | None = "caffe"
+    # What the built model is (`layers.detection_contract.detector_kind`), known before it is
+    # built (`zoo.detection.sizing.has_rpn`); a class constant, neither a field nor an override.
+    detector_kind: ClassVar[str] = FAST_RCNN
 
     def __post_init__(self):
         check_choice(self.backbone, BACKBONES, argument="backbone")
@@ -156,27 +160,27 @@ def detection_outputs(features, rois, images, config: FastRCNNConfig) -> dict:
     classes = config.num_classes
     # float32 heads: a float16 softmax and the decoded boxes would lose the precision NMS needs.
     class_probs = keras.layers.Dense(
-        classes + 1, activation="softmax", dtype="float32", name="class_probs",
+        classes + 1, activation="softmax", dtype="float32", name=CLASS_PROBS,
         kernel_initializer=keras.initializers.RandomNormal(stddev=0.01),
     )(x)
     box_regression = keras.layers.Dense(
         4 * classes, dtype="float32", name="box_regression",
         kernel_initializer=keras.initializers.RandomNormal(stddev=0.001),
     )(x)
-    box_deltas = ClassBoxDeltas(classes, name="box_deltas")(box_regression)
+    box_deltas = ClassBoxDeltas(classes, name=BOX_DELTAS)(box_regression)
     detections = DetectionPostprocess(
         max_detections=config.max_detections, iou_threshold=config.nms_iou_threshold,
-        score_threshold=config.score_threshold, box_weights=config.box_weights, name="detections",
+        score_threshold=config.score_threshold, box_weights=config.box_weights, name=DETECTIONS,
     )([class_probs, box_deltas, rois, images])
-    return {"class_probs": class_probs, "box_deltas": box_deltas, **detections}
+    return {CLASS_PROBS: class_probs, BOX_DELTAS: box_deltas, **detections}
 
 
 def build_fast_rcnn(config: FastRCNNConfig, *, name: str = "fast_rcnn") -> keras.Model:
     """A Fast R-CNN detector: `{"images", "rois"}` -> head outputs and detections (see module)."""
     images = image_input(config.input_shape)
-    rois = keras.Input((None, 4), name="rois")
+    rois = keras.Input((None, 4), name=ROIS)
     outputs = detection_outputs(TRUNKS[config.backbone](images, config), rois, images, config)
-    return keras.Model({"images": images, "rois": rois}, outputs, name=name)
+    return keras.Model({IMAGES: images, ROIS: rois}, outputs, name=name)
 
 
 def _register(name):

@@ -20,7 +20,7 @@ The model (`images` only; the trunk runs once, its C4 feeds both the RPN and the
 The RoI head is `zoo.detection.fast_rcnn`'s, layer for layer (same names, so the same ImageNet
 weights), fed with the proposals instead of a `rois` input. Training (the RPN's anchor targets
 and the joint loss `L_rpn_cls + L_rpn_box + L_cls + L_box`) is
-`training.faster_rcnn.FasterRCNNTrainer`; `training.fit.train(..., task="detection")` and
+`training.detection.FasterRCNNTrainer`; `training.fit.train(..., task="detection")` and
 `zoo train faster_rcnn_resnet50` use it for any detector without a `rois` input.
 
 Defaults are the paper's and py-faster-rcnn's: anchors of 128, 256 and 512 pixels at aspect
@@ -32,13 +32,14 @@ suit images of about 600 pixels; for small images give smaller anchors and `rpn_
 from __future__ import annotations
 
 import dataclasses
-from typing import Literal
+from typing import ClassVar, Literal
 
 import keras
 
+from layers.detection_contract import FASTER_RCNN, IMAGES, PROPOSALS, RPN_ANCHORS, RPN_BOX_DELTAS, RPN_OBJECTNESS
 from zoo.backbones._common import image_input
 from zoo.detection.fast_rcnn import TRUNKS, FastRCNNConfig, detection_outputs
-from zoo.detection.proposals import _positive_numbers
+from zoo.detection.proposals import positive_numbers
 from zoo.detection.rpn import AnchorGrid, RPNProposals, rpn_head
 from zoo.registry import register
 
@@ -72,11 +73,12 @@ class FasterRCNNConfig(FastRCNNConfig):
     test_post_nms_top_n: int = 300
     rpn_nms_iou_threshold: float = 0.7
     rpn_min_size: float = 16.0
+    detector_kind: ClassVar[str] = FASTER_RCNN
 
     def __post_init__(self):
         super().__post_init__()
-        _positive_numbers(self.anchor_scales, name="anchor_scales", function=type(self).__name__)
-        _positive_numbers(self.anchor_aspect_ratios, name="anchor_aspect_ratios", function=type(self).__name__)
+        positive_numbers(self.anchor_scales, name="anchor_scales", function=type(self).__name__)
+        positive_numbers(self.anchor_aspect_ratios, name="anchor_aspect_ratios", function=type(self).__name__)
         for name in ("rpn_channels", "train_pre_nms_top_n", "train_post_nms_top_n", "test_pre_nms_top_n",
                      "test_post_nms_top_n"):
             if getattr(self, name) < 1:
@@ -93,7 +95,7 @@ def build_faster_rcnn(config: FasterRCNNConfig, *, name: str = "faster_rcnn") ->
     features = TRUNKS[config.backbone](images, config)
     anchor_layer = AnchorGrid(
         stride=features.stride, scales=config.anchor_scales, aspect_ratios=config.anchor_aspect_ratios,
-        name="rpn_anchors",
+        name=RPN_ANCHORS,
     )
     anchors = anchor_layer(features.tensor)
     objectness, deltas = rpn_head(features.tensor, anchors_per_cell=anchor_layer.anchors_per_cell,
@@ -101,13 +103,13 @@ def build_faster_rcnn(config: FasterRCNNConfig, *, name: str = "faster_rcnn") ->
     proposals = RPNProposals(
         train_pre_nms_top_n=config.train_pre_nms_top_n, train_post_nms_top_n=config.train_post_nms_top_n,
         test_pre_nms_top_n=config.test_pre_nms_top_n, test_post_nms_top_n=config.test_post_nms_top_n,
-        iou_threshold=config.rpn_nms_iou_threshold, min_size=config.rpn_min_size, name="proposals",
+        iou_threshold=config.rpn_nms_iou_threshold, min_size=config.rpn_min_size, name=PROPOSALS,
     )([objectness, deltas, anchors, images])
     outputs = {
-        "rpn_objectness": objectness, "rpn_box_deltas": deltas, "proposals": proposals,
+        RPN_OBJECTNESS: objectness, RPN_BOX_DELTAS: deltas, PROPOSALS: proposals,
         **detection_outputs(features, proposals, images, config),
     }
-    return keras.Model({"images": images}, outputs, name=name)
+    return keras.Model({IMAGES: images}, outputs, name=name)
 
 
 @register("faster_rcnn_resnet50", task="detection", builder=build_faster_rcnn, paper=PAPER)

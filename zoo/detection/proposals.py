@@ -99,7 +99,8 @@ def _check_options(mode, max_boxes, min_size, seed, *, function):
         raise ValueError(f"{function}: seed must be None or an integer in [0, 2**32), got {seed!r}")
 
 
-def _positive_numbers(values, *, name, function):
+def positive_numbers(values, *, name, function):
+    """`values` as a tuple of floats, or a ValueError naming `function` and `name` unless all are positive."""
     try:
         numbers_ = tuple(float(v) for v in values)
     except (TypeError, ValueError):
@@ -109,7 +110,8 @@ def _positive_numbers(values, *, name, function):
     return numbers_
 
 
-def _check_stride(stride, *, function):
+def check_stride(stride, *, function):
+    """`stride` as a positive int (a whole float is accepted), or a ValueError naming `function`."""
     # An integer, so that ceil(H / stride) is exact integer arithmetic in the graph and in
     # compute_output_shape alike (a float32 division could round across an integer).
     if isinstance(stride, float) and stride.is_integer():
@@ -294,9 +296,9 @@ def anchor_grid(feature_height, feature_width, *, stride, scales=(128, 256, 512)
       [[0, 0, 16, 16], [0, 16, 16, 32]]
     """
     function = "anchor_grid"
-    stride = _check_stride(stride, function=function)
-    scales = _positive_numbers(scales, name="scales", function=function)
-    aspect_ratios = _positive_numbers(aspect_ratios, name="aspect_ratios", function=function)
+    stride = check_stride(stride, function=function)
+    scales = positive_numbers(scales, name="scales", function=function)
+    aspect_ratios = positive_numbers(aspect_ratios, name="aspect_ratios", function=function)
     height = _grid_size(feature_height, name="feature_height", function=function)
     width = _grid_size(feature_width, name="feature_width", function=function)
     centres_y = (tf.cast(tf.range(height), tf.float32) + 0.5) * stride
@@ -336,7 +338,7 @@ def sliding_windows(image_height, image_width, *, stride=16, scales=(64, 128, 25
       [[0, 0, 24, 24], [0, 8, 24, 40]]
     """
     function = "sliding_windows"
-    stride = _check_stride(stride, function=function)
+    stride = check_stride(stride, function=function)
     height = _grid_size(image_height, name="image_height", function=function)
     width = _grid_size(image_width, name="image_width", function=function)
     windows = anchor_grid(
@@ -391,9 +393,9 @@ class SlidingWindowProposals(keras.layers.Layer):
         kwargs.setdefault("autocast", False)
         super().__init__(**kwargs)
         name = type(self).__name__
-        self.stride = _check_stride(stride, function=name)
-        self.scales = _positive_numbers(scales, name="scales", function=name)
-        self.aspect_ratios = _positive_numbers(aspect_ratios, name="aspect_ratios", function=name)
+        self.stride = check_stride(stride, function=name)
+        self.scales = positive_numbers(scales, name="scales", function=name)
+        self.aspect_ratios = positive_numbers(aspect_ratios, name="aspect_ratios", function=name)
         if max_proposals is not None and (isinstance(max_proposals, bool)
                                           or not isinstance(max_proposals, numbers.Integral) or max_proposals < 1):
             raise ValueError(f"{name}: max_proposals must be a positive integer or None, got {max_proposals!r}")

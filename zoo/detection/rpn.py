@@ -33,7 +33,8 @@ import keras
 import tensorflow as tf
 
 from layers import boxes as box_ops
-from zoo.detection.proposals import _check_stride, _positive_numbers, anchor_grid
+from layers.detection_contract import RPN_BOX_DELTAS, RPN_OBJECTNESS
+from zoo.detection.proposals import anchor_grid, check_stride, positive_numbers
 
 RPN_BOX_WEIGHTS = (1.0, 1.0, 1.0, 1.0)
 
@@ -71,9 +72,9 @@ class AnchorGrid(keras.layers.Layer):
         kwargs.setdefault("autocast", False)
         super().__init__(**kwargs)
         name = type(self).__name__
-        self.stride = _check_stride(stride, function=name)
-        self.scales = _positive_numbers(scales, name="scales", function=name)
-        self.aspect_ratios = _positive_numbers(aspect_ratios, name="aspect_ratios", function=name)
+        self.stride = check_stride(stride, function=name)
+        self.scales = positive_numbers(scales, name="scales", function=name)
+        self.aspect_ratios = positive_numbers(aspect_ratios, name="aspect_ratios", function=name)
 
     @property
     def anchors_per_cell(self):
@@ -122,8 +123,8 @@ def rpn_head(features, *, anchors_per_cell, channels=512, name="rpn"):
                                      name=f"{name}_box_regression")(x)
     # [B, Hf, Wf, A] -> [B, K] and [B, Hf, Wf, 4 A] -> [B, K, 4]: channel a * 4 + k is anchor
     # a's k-th delta, so both follow the anchors' [Hf, Wf, A] order.
-    objectness = keras.layers.Reshape((-1,), dtype="float32", name="rpn_objectness")(logits)
-    deltas = keras.layers.Reshape((-1, 4), dtype="float32", name="rpn_box_deltas")(regression)
+    objectness = keras.layers.Reshape((-1,), dtype="float32", name=RPN_OBJECTNESS)(logits)
+    deltas = keras.layers.Reshape((-1, 4), dtype="float32", name=RPN_BOX_DELTAS)(regression)
     return objectness, deltas
 
 

@@ -15,6 +15,8 @@ them here, unless the user gives them:
 
 from __future__ import annotations
 
+from layers.detection_contract import FASTER_RCNN
+
 # Sliding windows as fractions of the image's shorter side S: every S / 16 pixels (at least 4),
 # sides S / 8 ... 3 S / 4.
 PROPOSAL_SCALES = (0.125, 0.25, 0.5, 0.75)
@@ -45,10 +47,14 @@ def sliding_window_proposals(*, stride, scales, aspect_ratios):
 
 
 def has_rpn(name) -> bool:
-    """A detector that makes its own proposals (Faster R-CNN), not one with a `rois` input."""
-    import zoo
+    """A detector that makes its own proposals (Faster R-CNN), not one with a `rois` input.
 
-    return "anchor_scales" in zoo.describe(name).defaults
+    The registry's answer, before the model is built: its config's `detector_kind`, which
+    `layers.detection_contract.detector_kind` gives for the built model (a test holds them equal).
+    """
+    from zoo.registry import get_spec
+
+    return getattr(get_spec(name).config, "detector_kind", None) == FASTER_RCNN
 
 
 def rpn_overrides(image_size, overrides, *, scales=None, aspect_ratios=None) -> dict:

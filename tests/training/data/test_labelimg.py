@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 
 from tests.training.data.voc_fixture import annotation_xml
-from training.data import DataError, load_image, parse_dataset_spec, read_voc_detection
-from training.fit import split_validation
+from training.data import DataError, load_image, parse_dataset_spec, read_voc_detection, split_validation
 
 # 10 images of helmets and vests (1-based inclusive VOC boxes), classes that are not PASCAL's.
 IMAGES = {
