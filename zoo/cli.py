@@ -476,7 +476,8 @@ def cmd_evaluate(args) -> int:
 
 def cmd_predict(args) -> int:
     import zoo
-    from zoo.predict import model_input_names, predict_files
+    from layers.detection_contract import takes_rois
+    from zoo.predict import predict_files
 
     _refuse_file_as_out(args.out, "the pictures and predictions.json")
     description = zoo.describe(args.model)
@@ -492,7 +493,7 @@ def cmd_predict(args) -> int:
         model = _load_trained(args.model, args.weights, size, classes, task)
     image_size = _model_image_size(args, model, run)
     proposals = None
-    if "rois" in model_input_names(model):
+    if takes_rois(model):
         if image_size is None:
             raise ValueError("--image-size is needed: the sliding-window proposals are sized from it")
         proposals = _detection_options(args, image_size, training=False, run=run)["proposals"]

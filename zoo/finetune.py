@@ -42,6 +42,7 @@ import dataclasses
 import sys
 from pathlib import Path
 
+from layers.detection_contract import CLASS_PROBS
 from zoo import weights as weights_lib
 from zoo.registry import describe, resolve_config
 
@@ -49,7 +50,7 @@ from zoo.registry import describe, resolve_config
 # variable's name in DeepLab's TF-slim checkpoints, as the slim import reports it).
 HEAD_LAYERS = {
     "classification": ("predictions",),
-    "detection": ("class_probs",),
+    "detection": (CLASS_PROBS,),
     "segmentation": ("logits_semantic", "logits/semantic/weights"),
 }
 

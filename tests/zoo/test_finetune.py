@@ -47,6 +47,10 @@ def _classifier(factory, folder, rng, **options):
     three files a user may hold: the published `.h5` layout, `.weights.h5` and `.keras`."""
     reference = factory(weights=None, input_shape=(32, 32, 3), **options)
     randomize_batch_norm(reference, rng)
+    # Off Keras' seeded initialisers, so that no freshly built model can hold the same arrays.
+    for layer in reference.layers:
+        if layer.weights and not isinstance(layer, keras.layers.BatchNormalization):
+            layer.set_weights([w + rng.normal(0.0, 0.01, w.shape).astype(w.dtype) for w in layer.get_weights()])
     paths = {suffix: folder / f"{reference.name}{suffix}" for suffix in (".h5", ".weights.h5", ".keras")}
     _write_keras2_h5(reference, paths[".h5"])
     reference.save_weights(paths[".weights.h5"])
