@@ -20,9 +20,11 @@ $(STAMP): setup.py
 	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[dev]"
 	@touch $(STAMP)
 
-# The notebooks run top to bottom as tests (nbmake), each cell within 15 minutes.
+# The notebooks run top to bottom as tests (nbmake), each cell within 15 minutes. Two workers
+# (pytest-xdist), a test file each at a time: much of a test's time is single-threaded (imports,
+# tracing, the CLI's subprocesses), so two cores do more with two.
 test: $(STAMP)
-	$(PY) -m pytest tests notebooks --nbmake --nbmake-timeout=900
+	$(PY) -m pytest tests notebooks --nbmake --nbmake-timeout=900 -n 2 --dist loadfile
 
 demo: $(STAMP)
 	$(PY) -m zoo demo

@@ -53,7 +53,9 @@ setup(
     extras_require={
         # scikit-learn: bench/digits_lenet5.py's real handwritten digits (load_digits, bundled) and its test.
         # onnx/tflite: tests/zoo/test_export_formats.py runs the exports in onnxruntime and LiteRT.
-        "dev": ["pytest>=8", "hypothesis>=6.100", "pycocotools>=2.0.7", "nbmake>=1.5", "ipykernel>=6",
+        # pytest-xdist: make test runs on two workers (much of a test's time is single-threaded:
+        # imports, tracing, subprocesses of the CLI).
+        "dev": ["pytest>=8", "pytest-xdist>=3.5", "hypothesis>=6.100", "pycocotools>=2.0.7", "nbmake>=1.5", "ipykernel>=6",
                 "scikit-learn>=1.3", "tf2onnx>=1.17", "onnx>=1.14", "onnxruntime>=1.14", "ai-edge-litert>=2.3"],
         # zoo export --format onnx (zoo.export_onnx): tf2onnx >= 1.17 runs with NumPy 2; opset 18
         # (the antialiased Resize) needs onnx >= 1.14 and onnxruntime >= 1.14. Tested: 1.17.0, 1.23.2, 1.32.0.
