@@ -105,6 +105,30 @@ def resize_image(image, output_size, *, resize, pad_value=IMAGE_PAD_VALUE):
     return tf.ensure_shape(padded, [height, width, image.shape[-1]]), content
 
 
+def resize_batch(images, output_size, *, resize, pad_value=IMAGE_PAD_VALUE):
+    """A batch `[N, H, W, C]` of one size as `resize_image` resizes each image (the serving
+    graph's resize: images of any size, one size per batch).
+
+    A batch already of the content's size is passed through, not resampled: what a client sends
+    at the model's size costs nothing.
+
+    Returns:
+      `(images float32 [N, h, w, C], content int32 [2])`, as `resize_image`.
+    """
+    check_resize(resize)
+    height, width = (int(side) for side in output_size)
+    images = tf.cast(images, tf.float32)
+    content = resized_size(tf.shape(images)[1:3], (height, width), resize=resize)
+    resized = tf.cond(
+        tf.reduce_all(tf.equal(tf.shape(images)[1:3], content)),
+        lambda: images,
+        lambda: tf.clip_by_value(tf.image.resize(images, content, method="bilinear", antialias=True), 0.0, 255.0),
+    )
+    padded = tf.pad(resized, [[0, 0], [0, height - content[0]], [0, width - content[1]], [0, 0]],
+                    constant_values=float(pad_value))
+    return tf.ensure_shape(padded, [None, height, width, images.shape[-1]]), content
+
+
 def resize_mask(mask, output_size, *, resize, pad_value=MASK_PAD_VALUE):
     """A class-id mask `[H, W]` resized as `resize_image` resizes its image: nearest neighbour
     (class ids are never blended), letterbox padding `pad_value` (255, ignore). Keeps the dtype."""
@@ -126,6 +150,7 @@ __all__ = [
     "RESIZE_MODES",
     "check_resize",
     "original_scale",
+    "resize_batch",
     "resize_image",
     "resize_mask",
     "resized_size",

@@ -64,7 +64,7 @@ import numpy as np
 import tensorflow as tf
 
 from layers.detection_contract import IMAGES, ROIS, is_detector, takes_rois
-from layers.image_resize import IMAGE_PAD_VALUE, check_resize, resized_size
+from layers.image_resize import check_resize, resize_batch
 from zoo.weights import apply_umask, remove_stale_temporaries
 
 TASKS = ("classification", "detection", "segmentation")
@@ -345,20 +345,6 @@ def _check_options(model, task, batch_size, image_size, compute_dtype, proposals
         raise ValueError("export: proposal_options needs proposals='sliding_windows'")
 
 
-def _to_model_size(pixels, model_size, resize):
-    """`(images, content)`: a batch `[N, H, W, C]` of one size as the model's `model_size` input
-    (`layers.image_resize`'s resize, as training and `zoo predict` do it) and the `[2]` content
-    `(ch, cw)` the images occupy in it, from the top-left corner."""
-    if model_size is None:
-        return pixels, tf.shape(pixels)[1:3]
-    height, width = model_size
-    content = resized_size(tf.shape(pixels)[1:3], model_size, resize=resize)
-    resized = tf.clip_by_value(tf.image.resize(pixels, content, method="bilinear", antialias=True), 0.0, 255.0)
-    padded = tf.pad(resized, [[0, 0], [0, height - content[0]], [0, width - content[1]], [0, 0]],
-                    constant_values=IMAGE_PAD_VALUE)
-    return tf.ensure_shape(padded, [None, height, width, pixels.shape[-1]]), content
-
-
 def _serving_function(model, task, *, jit_compile, proposals, proposal_options, model_size, resize):
     """`(fn, input_names)`: the serving function of `model` and its argument names.
 
@@ -406,7 +392,10 @@ def _serving_function(model, task, *, jit_compile, proposals, proposal_options, 
     def run(input_tensor, rois=None):
         pixels = tf.cast(input_tensor, tf.float32)
         size = tf.shape(pixels)[1:3]
-        images, content = _to_model_size(pixels, model_size, resize)
+        if model_size is None:
+            images, content = pixels, size
+        else:  # as training resized them (`layers.image_resize`)
+            images, content = resize_batch(pixels, model_size, resize=resize)
         if not with_rois:
             inputs = images if not isinstance(model.input, dict) else {IMAGES: images}
         else:

@@ -112,3 +112,18 @@ def test_training_augments_after_the_letterbox():
     # Flips and crops move the padding with the pixels: black pixels are labelled 255 wherever they went.
     padding = np.all(images.numpy() == 0.0, axis=-1)
     assert padding.sum() >= 2 * 16 * 32 and np.all(masks.numpy()[padding] == 255)
+
+
+def test_resize_batch_is_resize_image_per_image_and_passes_a_batch_of_the_right_size_through():
+    from layers.image_resize import resize_batch, resize_image
+
+    rng = np.random.default_rng(0)
+    for resize in ("stretch", "letterbox"):
+        batch = rng.integers(0, 256, (2, 40, 80, 3)).astype("float32")
+        got, content = resize_batch(batch, (32, 32), resize=resize)
+        for image, served in zip(batch, np.asarray(got)):
+            expected, expected_content = resize_image(image, (32, 32), resize=resize)
+            np.testing.assert_allclose(served, np.asarray(expected), atol=1e-3)
+            np.testing.assert_array_equal(np.asarray(content), np.asarray(expected_content))
+    same = rng.integers(0, 256, (1, 32, 32, 3)).astype("float32")
+    np.testing.assert_array_equal(np.asarray(resize_batch(same, (32, 32), resize="letterbox")[0]), same)
