@@ -111,6 +111,10 @@ def test_a_classifier_run_in_separate_processes_at_lenet5s_own_size(tmp_path):
     assert "--image-size 64 64 contradicts the model's 32 32" in contradicted.stderr
     renamed = run_zoo("predict", "lenet5", *weights, photo, "--out", tmp_path / "p2", "--classes", "cat,dog")
     assert renamed.returncode == 2 and "--classes cat,dog contradicts the model's" in renamed.stderr
+    resized = run_zoo("evaluate", "lenet5", *weights, "--dataset", "synthetic:24", "--resize", "letterbox")
+    assert resized.returncode == 2 and "--resize letterbox contradicts the model's stretch" in resized.stderr
+    onnx = _ok(run_zoo("export", "lenet5", *weights, "--format", "onnx", "--out", tmp_path / "lenet5.onnx"))
+    assert (tmp_path / "lenet5.onnx").stat().st_size > 0 and "Traceback" not in onnx.stderr
     other = run_zoo("predict", "resnet18", *weights, photo, "--out", tmp_path / "p3")
     assert other.returncode == 2 and "model resnet18 but --weights" in other.stderr and "is a lenet5" in other.stderr
 
