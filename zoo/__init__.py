@@ -4,22 +4,58 @@
     >>> zoo.list_models("resnet*")
     ['resnet101', 'resnet101_beta', 'resnet152', 'resnet18', 'resnet34', 'resnet50', 'resnet50_beta']
     >>> model = zoo.build("resnet50", include_top=False, pooling="avg")
+
+`import zoo` is cheap: TensorFlow, the model families and `training` are imported the first
+time one of the names below is used (`zoo.build`, `zoo.list_models`, ...), or by
+`zoo.load_models()`. That is what lets `zoo --help`, `zoo list` and `zoo describe` answer
+without importing TensorFlow (they read `zoo.catalogue`).
 """
-
-from zoo.registry import build, describe, list_models, register
-from zoo import backbones  # noqa: E402,F401  (registers the backbone families)
-from zoo.detection import fast_rcnn  # noqa: E402,F401  (registers the detectors)
-from zoo import inspect  # noqa: E402,F401  (receptive fields and feature maps)
-from zoo.detection import faster_rcnn  # noqa: E402,F401
-
-from zoo.export import export  # noqa: E402  (the function; `zoo.export` the module stays importable by name)
-from zoo.export_formats import export_onnx, export_tflite  # noqa: E402  (ONNX and TFLite files)
-from zoo.segmentation import deeplab_v3_plus  # noqa: E402,F401  (registers the segmenters)
-
-# A `model.keras` written by `zoo train` names `training`'s objects too (the warm-up schedule,
-# the segmentation loss and mean IoU): registering them here means any process that imported
-# `zoo` loads it, compiled, with plain `keras.saving.load_model`.
-import training  # noqa: E402,F401
 
 __version__ = "0.1.0"
 __all__ = ["build", "describe", "export", "export_onnx", "export_tflite", "list_models", "register", "backbones", "inspect"]
+
+from zoo import registry
+
+_loaded = False
+
+
+def load_models() -> None:
+    """Import the model families (which registers them), `export` and `training`; idempotent."""
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True  # first, so that a family that looks the registry up while importing does not recurse
+    try:
+        from zoo import backbones  # noqa: F401  (registers the backbone families)
+        from zoo.detection import fast_rcnn  # noqa: F401  (registers the detectors)
+        from zoo import inspect  # noqa: F401  (receptive fields and feature maps)
+        from zoo.detection import faster_rcnn  # noqa: F401
+        from zoo.segmentation import deeplab_v3_plus  # noqa: F401  (registers the segmenters)
+        from zoo.export import export  # the function; `zoo.export` the module stays importable by name
+        from zoo.export_formats import export_onnx, export_tflite  # ONNX and TFLite files
+
+        # A `model.keras` written by `zoo train` names `training`'s objects too (the warm-up
+        # schedule, the segmentation loss and mean IoU): registering them here means any process
+        # that used `zoo` loads it, compiled, with plain `keras.saving.load_model`.
+        import training  # noqa: F401
+    except BaseException:
+        _loaded = False
+        raise
+    globals().update(
+        build=registry.build, describe=registry.describe, list_models=registry.list_models,
+        register=registry.register, export=export, export_onnx=export_onnx, export_tflite=export_tflite,
+    )
+
+
+registry.populate_with(load_models)
+
+
+def __getattr__(name: str):
+    if name not in __all__:
+        raise AttributeError(f"module 'zoo' has no attribute {name!r}")
+    if name in ("backbones", "inspect"):  # submodules: `from zoo import backbones` asks here first
+        import importlib
+
+        importlib.import_module(f"zoo.{name}")
+    load_models()
+    return globals()[name]

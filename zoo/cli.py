@@ -26,17 +26,9 @@ import os
 import sys
 from pathlib import Path
 
-from zoo.detection.sizing import has_rpn, proposal_options, roi_head_overrides, rpn_overrides, sliding_window_proposals
-
+# TensorFlow is imported inside the verbs that need it: `zoo --help`, `zoo VERB --help`, `zoo list`
+# and `zoo describe MODEL` read `zoo.catalogue` and answer in a fraction of a second.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-
-def _shape_text(shape) -> str:
-    return "(" + ", ".join("None" if d is None else str(d) for d in shape) + ")"
-
-
-def _outputs_text(model) -> str:
-    return ", ".join(_shape_text(tensor.shape) for tensor in model.outputs)
 
 
 def _table(rows: list[list[str]], header: list[str]) -> str:
@@ -47,41 +39,26 @@ def _table(rows: list[list[str]], header: list[str]) -> str:
     return "\n".join(lines)
 
 
-def _release(model) -> None:
-    import keras
-
-    del model
-    keras.backend.clear_session()
-
-
 def models_markdown_table() -> str:
-    """The README's model table, generated from the registry (a test keeps them equal)."""
-    import zoo
+    """The README's model table, from `zoo.catalogue` (a test keeps them equal)."""
+    from zoo import catalogue
 
-    lines = ["| name | task | parameters | summary |", "|---|---|---:|---|"]
-    for name in zoo.list_models():
-        model = zoo.build(name)
-        lines.append(f"| `{name}` | {zoo.describe(name).task} | {model.count_params():,} | {zoo.describe(name).summary} |")
-        _release(model)
-    return "\n".join(lines)
+    return catalogue.markdown_table()
 
 
 def cmd_list(args) -> int:
-    import zoo
+    from zoo import catalogue
 
     if args.markdown:
         print(models_markdown_table())
         return 0
-    names = zoo.list_models(args.pattern, task=args.task)
     rows = []
-    for name in names:
-        spec = zoo.describe(name)
-        row = [name, spec.task]
+    for name in catalogue.names(args.pattern, task=args.task):
+        entry = catalogue.stored_entry(name)
+        row = [name, entry["task"]]
         if not args.no_params:
-            model = zoo.build(name)
-            row.append(f"{model.count_params():,}")
-            _release(model)
-        row.append(spec.summary)
+            row.append(f"{entry['parameters']:,}")
+        row.append(entry["summary"])
         rows.append(row)
     header = ["name", "task"] + ([] if args.no_params else ["parameters"]) + ["summary"]
     print(_table(rows, header))
@@ -103,28 +80,15 @@ def _parse_override(text: str):
 
 
 def cmd_describe(args) -> int:
-    import zoo
+    """The catalogue's entry (nothing built); with --set, the model built with the overrides."""
+    from zoo import catalogue
 
     overrides = dict(args.set or [])
-    description = zoo.describe(args.name)
-    print(description)
-    model = zoo.build(args.name, **overrides)
-    trainable = sum(int(w.numpy().size) for w in model.trainable_weights)
-    print(f"  inputs: {', '.join(f'{t.name} {_shape_text(t.shape)}' for t in model.inputs)}")
-    print(f"  outputs: {_outputs_text(model)}")
-    print(f"  parameters: {model.count_params():,} ({trainable:,} trainable)")
-    if description.is_backbone:
-        import keras
-
-        images = keras.Input(shape=model.inputs[0].shape[1:], name="images")
-        backbone_overrides = {k: v for k, v in overrides.items() if k != "include_top"}
-        features = zoo.backbones.backbone_features(args.name, images, **backbone_overrides)
-        print("  feature maps:")
-        for key, feature in features.items():
-            print(
-                f"    {key}: stride {feature.stride}, {feature.channels} channels, "
-                f"layer {feature.layer}, shape {_shape_text(feature.tensor.shape)}"
-            )
+    entry = catalogue.stored_entry(args.name)
+    if overrides:
+        description, built = catalogue.build_entry(args.name, **overrides)
+        entry = {**description, **built}
+    print(catalogue.render(args.name, entry))
     return 0
 
 
@@ -252,6 +216,7 @@ def _builder(name, image_size, overrides, task="classification"):
 def _run_proposals(args, image_size, run):
     """The sliding windows of a detector with a `rois` input: the flags, else the run's, else
     the image size's defaults; a flag that contradicts the run's is an error."""
+    from zoo.detection.sizing import proposal_options
     from zoo.runs import settle
 
     stored = (run and run.proposals) or {}
@@ -274,6 +239,8 @@ def _detection_options(args, image_size, *, training, rpn=False, rois_per_image=
         f"proposals: sliding windows every {options['stride']} px, sides {options['scales']}, "
         f"aspect ratios {options['aspect_ratios']}", file=sys.stderr,
     )
+    from zoo.detection.sizing import sliding_window_proposals
+
     task_options = {"proposals": sliding_window_proposals(**options)}
     if training:
         task_options.update(rois_per_image=rois_per_image, seed=args.seed)
@@ -336,6 +303,7 @@ def _recipe_settings(args, recipe):
 def cmd_train(args) -> int:
     import zoo
     from training import TrainConfig, TrainingDiverged, train
+    from zoo.detection.sizing import has_rpn, roi_head_overrides, rpn_overrides
 
     _refuse_file_as_out(args.out, "the run (model.keras, run.json, backup/)")
     description = zoo.describe(args.model)
@@ -443,6 +411,7 @@ def _run_resize(args, run, description):
 def cmd_evaluate(args) -> int:
     import zoo
     from training import evaluate
+    from zoo.detection.sizing import has_rpn
 
     description = zoo.describe(args.model)
     task = description.task
@@ -610,11 +579,13 @@ def make_parser() -> argparse.ArgumentParser:
     listing = commands.add_parser("list", help="registered models with task and parameters")
     listing.add_argument("pattern", nargs="?", default=None, help="fnmatch pattern, e.g. 'resnet*'")
     listing.add_argument("--task", choices=("classification", "detection", "segmentation"))
-    listing.add_argument("--no-params", action="store_true", help="skip building models to count parameters")
+    listing.add_argument("--no-params", action="store_true", help="leave out the parameters column")
     listing.add_argument("--markdown", action="store_true", help="every model as the README's markdown table")
     listing.set_defaults(run=cmd_list)
 
-    describe = commands.add_parser("describe", help="inputs, outputs, feature maps, parameters, weights")
+    describe = commands.add_parser(
+        "describe", help="inputs, outputs, feature maps, parameters, weights (built anew only with --set)",
+    )
     describe.add_argument("name")
     describe.add_argument(
         "--set", action="append", type=_parse_override, metavar="KEY=VALUE",
@@ -727,7 +698,7 @@ def make_parser() -> argparse.ArgumentParser:
         "demo", help="train a small detector and segmenter on synthetic data, export and reload them",
     )
     demo.add_argument("--out", default="demo_out", help="where pictures, SavedModels and summary.json go")
-    demo.add_argument("--quick", action="store_true", help="tiny sizes, about a minute (metrics mean nothing)")
+    demo.add_argument("--quick", action="store_true", help="toy sizes, about two minutes (metrics mean nothing)")
     demo.set_defaults(run=cmd_demo)
     return parser
 

@@ -19,12 +19,24 @@ def accepted_overrides(config) -> list[str]:
     return sorted(field.name for field in dataclasses.fields(config) if field.init)
 
 
+def unused_fields(config) -> dict[str, str]:
+    """Fields that `config` ignores as it stands, each with the reason (Fast R-CNN's `fc_units`
+    with a ResNet head).
+
+    A config class returns them from an `unused_fields()` method; most have none. `zoo.describe`
+    leaves them out of the defaults and `apply_overrides` refuses to set them.
+    """
+    method = getattr(config, "unused_fields", None)
+    return dict(method()) if method is not None else {}
+
+
 def apply_overrides(config, overrides: dict[str, Any], *, model_name: str):
     """Return `config` with `overrides` applied, after checking their names and types.
 
     Raises:
       TypeError: an override that the config does not have, or a value of the wrong type.
-      ValueError: from the config's own validation, for a value out of its accepted range.
+      ValueError: from the config's own validation, for a value out of its accepted range, or
+        an override of a field that the resulting config ignores (`unused_fields`).
     """
     accepted = accepted_overrides(config)
     unknown = sorted(set(overrides) - set(accepted))
@@ -43,7 +55,15 @@ def apply_overrides(config, overrides: dict[str, Any], *, model_name: str):
                 f"got {type(value).__name__} {value!r}"
             )
         coerced[key] = value
-    return dataclasses.replace(config, **coerced)
+    result = dataclasses.replace(config, **coerced)
+    ignored = unused_fields(result)
+    given = sorted(set(coerced) & set(ignored))
+    if given:
+        raise ValueError(
+            f"{model_name}: override(s) {', '.join(map(repr, given))} do nothing in this configuration: "
+            + "; ".join(f"{key}: {ignored[key]}" for key in given)
+        )
+    return result
 
 
 def config_to_dict(config) -> dict[str, Any]:

@@ -21,8 +21,7 @@ import fnmatch
 import re
 from typing import Any, Callable
 
-from layers.image_resize import RESIZE_MODES
-from zoo.config import accepted_overrides, apply_overrides, config_to_dict
+from zoo.config import accepted_overrides, apply_overrides, config_to_dict, unused_fields
 from zoo.recipes import DEFAULT_RECIPES, Recipe
 
 TASKS = ("classification", "detection", "segmentation")
@@ -137,6 +136,8 @@ def register(
     image_size = tuple(image_size) if image_size is not None else TASK_IMAGE_SIZES[task]
     if len(image_size) != 2 or not all(isinstance(side, int) and side > 0 for side in image_size):
         raise ValueError(f"image_size of {name!r} must be (height, width) in pixels, got {image_size!r}")
+    from layers.image_resize import RESIZE_MODES  # here: this module stays importable without TensorFlow
+
     resize = TASK_RESIZE[task] if resize is None else resize
     if resize not in RESIZE_MODES:
         raise ValueError(f"resize of {name!r} must be one of {RESIZE_MODES}, got {resize!r}")
@@ -169,29 +170,53 @@ def get_spec(name: str) -> ModelSpec:
     """The registered `ModelSpec` of `name`; an unknown name raises with the closest names."""
     if not isinstance(name, str):
         raise TypeError(f"model name must be a string, got {type(name).__name__} {name!r}")
+    _ensure_registered()
     try:
         return _REGISTRY[name]
     except KeyError:
-        pass
-    close = difflib.get_close_matches(name.lower(), list(_REGISTRY), n=5, cutoff=0.5)
+        raise unknown_name_error(name, _REGISTRY) from None
+
+
+def unknown_name_error(name: str, names) -> ValueError:
+    """The error for a model name not among `names`, listing the closest ones."""
+    close = difflib.get_close_matches(name.lower(), list(names), n=5, cutoff=0.5)
     hint = f"closest registered names: {', '.join(close)}" if close else (
-        f"registered names: {', '.join(sorted(_REGISTRY))}"
+        f"registered names: {', '.join(sorted(names))}"
     )
-    raise ValueError(f"unknown model name {name!r}; {hint}")
+    return ValueError(f"unknown model name {name!r}; {hint}")
 
 
-def list_models(pattern: str | None = None, task: str | None = None) -> list[str]:
-    """Sorted registered names, filtered by an fnmatch `pattern` (`"resnet*"`) and `task`."""
+_populate: Callable[[], None] | None = None
+
+
+def populate_with(loader: Callable[[], None]) -> None:
+    """`loader()` fills the registry on the first lookup: `zoo` passes `zoo.load_models`, which
+    imports the families, so that importing `zoo` (and this module) does not import TensorFlow."""
+    global _populate
+    _populate = loader
+
+
+def _ensure_registered() -> None:
+    if _populate is not None:
+        _populate()
+
+
+def select(names, task_of: Callable[[str], str], pattern: str | None = None, task: str | None = None) -> list[str]:
+    """The sorted `names` that match the fnmatch `pattern` and whose `task_of(name)` is `task`."""
     if task is not None and task not in TASKS:
         raise ValueError(f"task must be one of {TASKS} or None, got {task!r}")
     if pattern is not None and not isinstance(pattern, str):
         raise TypeError(f"pattern must be an fnmatch string or None, got {pattern!r}")
     return sorted(
-        name
-        for name, spec in _REGISTRY.items()
-        if (pattern is None or fnmatch.fnmatchcase(name, pattern))
-        and (task is None or spec.task == task)
+        name for name in names
+        if (pattern is None or fnmatch.fnmatchcase(name, pattern)) and (task is None or task_of(name) == task)
     )
+
+
+def list_models(pattern: str | None = None, task: str | None = None) -> list[str]:
+    """Sorted registered names, filtered by an fnmatch `pattern` (`"resnet*"`) and `task`."""
+    _ensure_registered()
+    return select(_REGISTRY, lambda name: _REGISTRY[name].task, pattern, task)
 
 
 def resolve_config(name: str, **overrides):
@@ -233,7 +258,11 @@ def build(name: str, *, weights: str | None = None, **overrides):
 
 
 def describe(name: str) -> ModelDescription:
-    """Task, defaults, accepted overrides, available weights and paper of `name`."""
+    """Task, defaults, accepted overrides, available weights and paper of `name`.
+
+    `defaults` leaves out the fields that the default configuration ignores (Fast R-CNN's
+    `fc_units` and `dropout` with a ResNet head): overriding one of those raises (`zoo.config`).
+    """
     from zoo import weights as weights_lib
 
     spec = get_spec(name)
@@ -242,7 +271,8 @@ def describe(name: str) -> ModelDescription:
         task=spec.task,
         summary=spec.summary,
         paper=spec.paper,
-        defaults=config_to_dict(spec.config),
+        defaults={key: value for key, value in config_to_dict(spec.config).items()
+                  if key not in unused_fields(spec.config)},
         accepted_overrides=accepted_overrides(spec.config),
         weights=weights_lib.available_tags(name),
         is_backbone=spec.features is not None,

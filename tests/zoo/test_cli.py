@@ -16,7 +16,7 @@ def test_describe_prints_inputs_outputs_feature_maps_parameters_and_weights(caps
     assert cli.main(["describe", "resnet18", "--set", "input_shape=(64, 64, 3)", "--set", "output_stride=16"]) == 0
     out = capsys.readouterr().out
     assert "inputs: images (None, 64, 64, 3)" in out
-    assert "outputs: (None, 1000)" in out
+    assert "outputs: predictions (None, 1000)" in out
     assert "C5: stride 16, 512 channels" in out
     assert "parameters:" in out and "weights:" in out
 
@@ -65,6 +65,73 @@ def test_readme_model_table_is_the_generated_one():
     assert readme[start:end].strip() == cli.models_markdown_table(), (
         "README's model table is stale: regenerate it with `zoo list --markdown`"
     )
+
+
+def test_catalogue_is_what_the_registry_builds():
+    # The one test that builds every registered model (about a minute on 2 cores): `zoo list`,
+    # `zoo describe` and the README's table print zoo/catalogue_data.py, this keeps it true.
+    # Outputs are compared in order: `zoo describe` lists them as the model's dict returns them.
+    import zoo
+    from zoo import catalogue
+
+    stale = "zoo/catalogue_data.py is stale: regenerate it with `python -m zoo.catalogue`"
+    assert catalogue.names() == zoo.list_models(), stale
+    for name in zoo.list_models():
+        description, built = catalogue.build_entry(name)
+        stored = catalogue.stored_entry(name)
+        assert {key: stored[key] for key in description} == description, f"{name}: {stale}"
+        assert {key: stored[key] for key in built} == built, f"{name}: {stale}"
+        assert list(stored["outputs"]) == list(built["outputs"]), f"{name}: {stale}"
+        assert set(stored) == set(description) | set(built), f"{name}: {stale}"
+
+
+def test_describe_lists_a_detectors_outputs_by_name_in_the_returned_order(capsys):
+    assert cli.main(["describe", "faster_rcnn_resnet50"]) == 0
+    out = capsys.readouterr().out
+    keys = ["rpn_objectness", "rpn_box_deltas", "proposals", "class_probs", "box_deltas", "boxes", "scores",
+            "classes", "num_detections"]
+    positions = [out.index(f"\n    {key}: (") for key in keys]
+    assert positions == sorted(positions)
+    assert "    num_detections: (None,)" in out and "    class_probs: (None, None, 21)" in out
+    assert "fc_units" not in out and "dropout" not in out  # the VGG16 head's only
+
+
+def test_help_list_and_describe_do_not_import_tensorflow():
+    # They read zoo.catalogue: answering in a fraction of a second, without TensorFlow's log lines.
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent("""
+        import contextlib, io, sys
+        from zoo import cli
+        commands = [["--help"], ["list"], ["list", "--markdown"], ["describe", "deeplabv3plus_resnet50"],
+                    ["describe", "resnet05"], ["demo", "--help"]]
+        commands += [[verb, "--help"] for verb in ("train", "evaluate", "predict", "inspect", "export")]
+        for argv in commands:
+            with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+                try:
+                    cli.main(argv)
+                except SystemExit:
+                    pass
+        import zoo
+        print(sorted(name for name in ("tensorflow", "keras", "training", "layers") if name in sys.modules))
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]", result.stdout
+    assert "oneDNN" not in result.stderr and "cuda" not in result.stderr.lower()
+
+
+def test_demo_help_states_the_readmes_quick_time(capsys):
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    said = re.search(r"`zoo demo --quick` runs .*? in (about [a-z]+ minutes?)", " ".join(readme.split())).group(1)
+    with pytest.raises(SystemExit):
+        cli.main(["demo", "--help"])
+    assert said in " ".join(capsys.readouterr().out.split())
 
 
 def test_demo_refuses_to_delete_a_run_folder_it_did_not_make(tmp_path):

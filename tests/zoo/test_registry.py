@@ -125,3 +125,25 @@ def test_registered_configs_are_frozen():
 
 def test_built_model_is_named_after_the_registry_entry():
     assert zoo.build("resnet18", include_top=False, input_shape=(32, 32, 3)).name == "resnet18"
+
+
+def test_a_field_the_configuration_ignores_is_neither_described_nor_accepted():
+    # fc_units and dropout size the VGG16 head; R50-C4 runs conv5 per RoI instead.
+    for name in ("fast_rcnn_resnet50", "faster_rcnn_resnet50"):
+        defaults = zoo.describe(name).defaults
+        assert "fc_units" not in defaults and "dropout" not in defaults and "pool_size" in defaults
+        with pytest.raises(ValueError, match="'fc_units' do nothing in this configuration: .*backbone='resnet50'"):
+            registry.resolve_config(name, fc_units=1024)
+    assert zoo.describe("fast_rcnn_vgg16").defaults["fc_units"] == 4096
+    assert registry.resolve_config("fast_rcnn_resnet50", backbone="vgg16", pool_size=7, fc_units=1024).fc_units == 1024
+
+
+def test_importing_zoo_and_its_registry_does_not_import_tensorflow_until_a_model_is_looked_up():
+    import subprocess
+    import sys
+
+    script = ("import sys, zoo, zoo.registry, zoo.catalogue; print('tensorflow' in sys.modules); "
+              "print(zoo.registry.get_spec('vgg16').task, 'tensorflow' in sys.modules, callable(zoo.export))")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["False", "classification", "True", "True"]

@@ -108,6 +108,14 @@ class FastRCNNConfig:
         if len(self.box_weights) != 4 or min(self.box_weights) <= 0:
             raise ValueError(f"box_weights must be four positive numbers, got {self.box_weights}")
 
+    def unused_fields(self) -> dict[str, str]:
+        """`fc_units` and `dropout` size the VGG16 head's fc6/fc7; R50-C4 runs conv5 per RoI instead
+        (`zoo.config.unused_fields`: `zoo describe` hides them, an override of them raises)."""
+        if self.backbone == "vgg16":
+            return {}
+        reason = f"the VGG16 head's fc6/fc7 only, and backbone={self.backbone!r} runs conv5 per RoI"
+        return {"fc_units": reason, "dropout": reason}
+
 
 def vgg16_trunk(images, config: FastRCNNConfig):
     """VGG16 to conv5_3 (stride 16): the `FeatureMap` the RoIs are pooled from."""
