@@ -5,16 +5,21 @@
     ['resnet101', 'resnet101_beta', 'resnet152', 'resnet18', 'resnet34', 'resnet50', 'resnet50_beta']
     >>> model = zoo.build("resnet50", include_top=False, pooling="avg")
 
-`import zoo` is cheap: TensorFlow, the model families and `training` are imported the first
-time one of the names below is used (`zoo.build`, `zoo.list_models`, ...), or by
-`zoo.load_models()`. That is what lets `zoo --help`, `zoo list` and `zoo describe` answer
-without importing TensorFlow (they read `zoo.catalogue`).
+`import zoo` imports the model families (registering them), TensorFlow and `training`, so that
+a `model.keras` from `zoo train` loads with plain `keras.saving.load_model` afterwards. The one
+exception is the `zoo` command's own process (the console script or `python -m zoo`): there
+they are imported by `load_models()` on the first use of the API (`zoo.build`, a registry
+lookup, ...), which lets `zoo --help`, `zoo list` and `zoo describe` answer from
+`zoo.catalogue` without importing TensorFlow.
 """
+
+import os
+import sys
 
 __version__ = "0.1.0"
 __all__ = ["build", "describe", "export", "export_onnx", "export_tflite", "list_models", "register", "backbones", "inspect"]
 
-from zoo import registry
+from zoo import registry  # noqa: E402  (no TensorFlow: the families come with `load_models`)
 
 _loaded = False
 
@@ -59,3 +64,15 @@ def __getattr__(name: str):
         importlib.import_module(f"zoo.{name}")
     load_models()
     return globals()[name]
+
+
+def _in_the_zoo_command() -> bool:
+    """True in the process of the `zoo` console script or of `python -m zoo`."""
+    if os.path.basename(sys.argv[0] if sys.argv else "") in ("zoo", "zoo.exe", "zoo-script.py"):
+        return True
+    argv = list(getattr(sys, "orig_argv", []))
+    return "-m" in argv[:-1] and argv[argv.index("-m") + 1] == "zoo"
+
+
+if not _in_the_zoo_command():
+    load_models()

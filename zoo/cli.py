@@ -109,7 +109,10 @@ def load_keras_file(path, *, option="--weights"):
 
     import keras
 
+    import zoo
     from zoo.weights import file_problem
+
+    zoo.load_models()  # registers the zoo's and training's objects that the file names
 
     path = Path(path)
     if not path.is_file():
