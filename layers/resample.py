@@ -23,34 +23,9 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-try:
-    from tensorflow.python.ops import control_flow_util as _control_flow_util
-except ImportError:  # private module: if a TensorFlow release moves it, see in_xla_context
-    _control_flow_util = None
+from layers.compat import in_xla_context
 
 _KEEP_DTYPES = (tf.float16, tf.bfloat16)
-
-
-def in_xla_context() -> bool:
-    """True while tracing a function that XLA will compile (`tf.function(jit_compile=True)`,
-    Keras' `jit_compile=True`), including functions nested inside one.
-
-    The choice between TensorFlow's kernels and the gather formulation has to be made at trace
-    time, and only this private helper sees the XLA context that `jit_compile=True` enters. If
-    a TensorFlow release removes it, this answers True everywhere: the gather formulation is
-    correct outside XLA too, only slower.
-
-    Caveat: a nested `tf.function` first traced outside XLA keeps that trace when a
-    `jit_compile=True` function calls it later (the trace cache does not key on the XLA
-    context), and a CropAndResize inside it then fails to compile. Keras layers are not
-    `tf.function`s, so models built from them are traced afresh under `jit_compile=True`.
-    """
-    if tf.executing_eagerly():
-        return False
-    try:
-        return bool(_control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph()))
-    except AttributeError:  # the module or the function is gone
-        return True
 
 
 def _output_dtype(dtype: tf.DType) -> tf.DType:

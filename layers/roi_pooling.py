@@ -71,6 +71,7 @@ import keras
 import tensorflow as tf
 
 from layers import resample
+from layers.compat import in_xla_context
 
 MAX_FEATURE_COORDINATE = 2.0**20
 METHODS = ("max", "crop_and_resize")
@@ -425,17 +426,6 @@ def _gradient_exact(features, upstream, rows, extent_y, extent_x, channel_slice,
 # --------------------------------------------------------------------------- pooling
 
 
-def _in_xla_context():
-    """Whether the ops being built will be compiled by XLA (`jit_compile=True`)."""
-    # TensorFlow's own gradients branch on this private helper (ops/array_grad.py). Without
-    # it, the graph formulation runs under XLA too, only more slowly.
-    try:
-        from tensorflow.python.ops import control_flow_util
-    except ImportError:  # pragma: no cover
-        return False
-    return control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph())
-
-
 def _check_inputs(features, rois, spatial_scale):
     if features.shape.rank != 4:
         raise ValueError(f"RoIPooling: features must be [B, H, W, C], got shape {features.shape}")
@@ -526,7 +516,7 @@ def roi_pool_max(features, rois, *, pool_size=(7, 7), spatial_scale=1.0 / 16):
     extent_y, extent_x = extents
     fits = tf.reduce_all(y_upper - y_lower <= extent_y) & tf.reduce_all(x_upper - x_lower <= extent_x)
     rows = _exact_rows(bins, batch, height, width, extent_y, extent_x)
-    xla = _in_xla_context()
+    xla = in_xla_context()
     if xla:
         # XLA fuses the four gathers and their maximum into the one pass that writes the output,
         # and the table with the levels these bins need is a fraction of the exact table.
