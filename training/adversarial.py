@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import keras
 import tensorflow as tf
-from keras.src.losses.loss import unscale_loss_for_distribution
+
+from layers import compat
 
 
 class AdversarialModel(keras.Model):
@@ -62,8 +63,8 @@ class AdversarialModel(keras.Model):
             loss = (1.0 - self.ratio) * clean_loss + self.ratio * adversarial_loss
             # As Keras's own train_step: the logged loss is the global one, the applied one is
             # scaled for mixed precision. (Keras exposes no public hook for either.)
-            self._loss_tracker.update_state(
-                unscale_loss_for_distribution(loss), sample_weight=tf.shape(images)[0]
+            compat.loss_tracker(self).update_state(
+                compat.unscale_loss_for_distribution(loss), sample_weight=tf.shape(images)[0]
             )
             scaled = self.optimizer.scale_loss(loss)
         variables = self.trainable_variables

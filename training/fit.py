@@ -40,6 +40,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from layers import compat
 from layers.image_resize import RESIZE_MODES
 from training import data as data_lib
 from training.adversarial import AdversarialModel
@@ -218,12 +219,12 @@ def _multi_worker_workarounds(trainee, strategy, training_data):
     gradients are all-reduced by the optimizer as usual. Returns the scope to call `fit` in.
     """
     with strategy.scope():
-        trainee._symbolic_build(data_batch=next(iter(training_data)))
-    trainee._distribute_strategy = None
+        compat.symbolic_build(trainee, next(iter(training_data)))
+    compat.forget_distribute_strategy(trainee)
     for name in ("train_step", "test_step"):
         step = getattr(type(trainee), name)
         expanded = lambda data, step=step: {k: tf.reshape(v, [1]) for k, v in step(trainee, data).items()}  # noqa: E731
-        object.__setattr__(trainee, name, expanded)
+        compat.override_step(trainee, name, expanded)
     return strategy.scope()
 
 

@@ -19,6 +19,8 @@ import re
 
 import keras
 
+from layers import compat
+
 # Matched against the model's name, most specific first.
 WEIGHT_DECAY = (
     ("mobilenet", 4e-5),
@@ -134,4 +136,4 @@ def all_layers(model):
         if isinstance(layer, keras.Model):
             yield from all_layers(layer)
         else:
-            yield from layer._flatten_layers(include_self=True, recursive=True)
+            yield from compat.flatten_layers(layer, include_self=True, recursive=True)

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import keras
 import tensorflow as tf
-from keras.src.losses.loss import scale_loss_for_distribution
+
+from layers import compat
 
 
 class DetectorTrainer(keras.Model):
@@ -70,7 +71,7 @@ class DetectorTrainer(keras.Model):
 
     def _log(self, total, parts, images):
         batch = tf.shape(images)[0]
-        self._loss_tracker.update_state(total, sample_weight=batch)
+        compat.loss_tracker(self).update_state(total, sample_weight=batch)
         for name, value in parts.items():
             self.part_trackers[name].update_state(value, sample_weight=batch)
         return self.get_metrics_result()
@@ -81,7 +82,7 @@ class DetectorTrainer(keras.Model):
             total, parts = self.losses_of(images, targets, self._step_seed(0), training=True)
             # As Keras's own train_step: replicas' gradients are summed, so each replica's loss
             # is divided by their number (weight decay included); mixed precision scales it.
-            scaled = self.optimizer.scale_loss(scale_loss_for_distribution(total))
+            scaled = self.optimizer.scale_loss(compat.scale_loss_for_distribution(total))
         variables = self.trainable_variables
         gradients = tape.gradient(scaled, variables)
         self.optimizer.apply_gradients(zip(gradients, variables))
