@@ -63,6 +63,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from layers import compat
 from layers.detection_contract import IMAGES, ROIS, is_detector, takes_rois
 from layers.image_resize import check_resize, resize_batch
 from zoo.weights import apply_umask, remove_stale_temporaries
@@ -307,7 +308,7 @@ def _model_image_size(model, image_size):
 
 def _probabilities(model, outputs):
     """Softmax of the classifier's output unless the classifier already applied it."""
-    last = model.output._keras_history.operation
+    last, _, _ = compat.producer(model.output)
     activation = getattr(last, "activation", None)
     if getattr(activation, "__name__", "") == "softmax":
         return tf.cast(outputs, tf.float32)

@@ -25,6 +25,8 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from layers import compat
+
 __all__ = ["ReceptiveField", "receptive_field", "feature_maps", "save_figure"]
 
 
@@ -185,12 +187,10 @@ def _fields_of(tensor, memo) -> tuple[_Field, _Field]:
     key = id(tensor)
     if key in memo:
         return memo[key]
-    layer, node_index, tensor_index = tensor._keras_history
+    layer, inputs, tensor_index = compat.producer(tensor)
     if isinstance(layer, keras.layers.InputLayer):
         result = (_IDENTITY, _IDENTITY)
     else:
-        node = layer._inbound_nodes[node_index]
-        inputs = list(node.input_tensors)
         if not inputs:
             raise ValueError(f"receptive_field: layer {layer.name!r} has no inputs")
         input_fields = [_fields_of(t, memo) for t in inputs]
@@ -222,9 +222,9 @@ def _layer_output(model, layer):
             raise ValueError(f"layer {layer!r} is not in model {model.name!r} (its layers begin: {names}, ...)") from error
     elif not isinstance(layer, keras.layers.Layer):
         raise TypeError(f"layer must be a layer name or a keras Layer, got {type(layer).__name__}")
-    nodes = [node for node in layer._inbound_nodes]
-    if len(nodes) != 1:
-        raise ValueError(f"layer {layer.name!r} is called {len(nodes)} times; its output is ambiguous")
+    calls = compat.call_count(layer)
+    if calls != 1:
+        raise ValueError(f"layer {layer.name!r} is called {calls} times; its output is ambiguous")
     output = layer.output
     if isinstance(output, (list, tuple)):
         raise ValueError(f"layer {layer.name!r} has {len(output)} outputs; pick a single-output layer")

@@ -773,13 +773,15 @@ def unnamed_layer_aliases(model_layers: list[str], file_layers: list[str]) -> di
 def _leaf_layers(model):
     """Every layer that holds weights and has no sublayers: the layers of a Keras 3 weights file
     (whose `vars` groups are per leaf layer), looking inside nested models and composite layers."""
+    from layers import compat  # here: this module alone downloads without TensorFlow
+
     seen = set()
     for layer in model.layers:
-        for sublayer in layer._flatten_layers(include_self=True, recursive=True):
+        for sublayer in compat.flatten_layers(layer, include_self=True, recursive=True):
             if id(sublayer) in seen or not sublayer.weights:
                 continue
             seen.add(id(sublayer))
-            if not list(sublayer._flatten_layers(include_self=False, recursive=False)):
+            if not compat.flatten_layers(sublayer, include_self=False, recursive=False):
                 yield sublayer
 
 

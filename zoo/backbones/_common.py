@@ -13,7 +13,7 @@ from typing import Any
 
 import keras
 
-from layers import PRESETS, PixelNormalization
+from layers import PRESETS, PixelNormalization, compat
 
 PREPROCESSING_CHOICES = tuple(sorted(PRESETS))
 
@@ -37,7 +37,7 @@ class FeatureMap:
 
 def feature_map(tensor, stride: int) -> FeatureMap:
     """A `FeatureMap` for the output of a layer, reading its channels and layer name."""
-    layer = tensor._keras_history.operation
+    layer, _, _ = compat.producer(tensor)
     return FeatureMap(tensor=tensor, stride=stride, channels=int(tensor.shape[-1]), layer=layer.name)
 
 

@@ -52,7 +52,7 @@ import dataclasses
 
 import keras
 
-from layers import ASPP, ResizeBilinear, atrous_rates_for
+from layers import ASPP, ResizeBilinear, atrous_rates_for, compat
 from zoo.backbones import backbone_features
 from zoo.backbones._common import PREPROCESSING_CHOICES, check_choice, image_input
 from zoo.config import apply_overrides
@@ -311,7 +311,7 @@ def build_deeplab_v3_plus(config: DeepLabV3PlusConfig, *, name: str = "deeplab_v
     logits = ResizeBilinear(name="upsample_logits", dtype="float32")([logits, images])
     model = keras.Model(images, logits, name=name)
     if not config.fine_tune_batch_norm:
-        for layer in model._flatten_layers(include_self=False):
+        for layer in compat.flatten_layers(model, include_self=False):
             if isinstance(layer, keras.layers.BatchNormalization):
                 layer.trainable = False
     return model
