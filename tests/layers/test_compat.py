@@ -150,6 +150,7 @@ print(len(found), *found, sep="\\n")
 """
 
 
+@pytest.mark.slow
 def test_importing_the_zoo_and_its_modules_imports_no_keras_internals_outside_compat():
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"}
     result = subprocess.run([sys.executable, "-c", WATCH_IMPORTS, str(ROOT)], env=env, cwd=ROOT,

@@ -372,6 +372,7 @@ def test_empty_roi_set_gives_an_empty_output():
         assert RoIPooling(3, method=method)([features, rois]).shape == (2, 0, 3, 3, 4)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
 @pytest.mark.parametrize("method", ["max", "crop_and_resize"])
 def test_non_finite_boxes_under_xla_pool_zeros_and_no_values_of_the_map(bad, method):

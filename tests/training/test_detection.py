@@ -268,6 +268,7 @@ def _windows(size):
     return sliding_windows(size, size, stride=16, scales=(16.0, 32.0), aspect_ratios=(1.0,))
 
 
+@pytest.mark.slow
 def test_a_few_training_steps_of_fast_rcnn_resnet50_reduce_the_loss():
     size = 64
     model = zoo.build("fast_rcnn_resnet50", num_classes=2, input_shape=(size, size, 3), pool_size=2)
@@ -313,6 +314,7 @@ def test_the_detection_task_wraps_and_evaluates_and_others_refuse_task_options(t
         task.wrap(zoo.build("fast_rcnn_resnet50", num_classes=1, input_shape=(32, 32, 3), pool_size=2))
 
 
+@pytest.mark.slow
 def test_zoo_train_and_evaluate_a_detector_on_a_voc_directory(tmp_path, capsys):
     # fast_rcnn_vgg16 with a narrow fc6/fc7: the CLI and the trainer's hooks are the same for
     # fast_rcnn_resnet50 (above), whose graph takes a few times longer to trace.

@@ -49,6 +49,7 @@ def _assert_same(weights, reference):
     assert not np.allclose(reference[-1], 0)
 
 
+@pytest.mark.slow
 def test_mirrored_over_two_logical_cpus_matches_one_device(one_device, tmp_path):
     _finish(_run(tmp_path, "--strategy", "mirrored", "--logical-cpus", "2"))
     _assert_same(_weights(tmp_path), one_device)
@@ -64,6 +65,7 @@ def _free_ports(count):
     return ports
 
 
+@pytest.mark.slow
 def test_multi_worker_with_two_processes_matches_one_device(one_device, tmp_path):
     workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
     processes = []

@@ -123,6 +123,7 @@ def _batch():
     return images, targets
 
 
+@pytest.mark.slow
 def test_a_few_joint_training_steps_reduce_the_loss():
     model = zoo.build("faster_rcnn_resnet50", **TINY)
     trainer = FasterRCNNTrainer(model, rois_per_image=8, anchors_per_image=32, seed=0)
@@ -171,6 +172,7 @@ def test_the_detection_task_wraps_a_faster_rcnn_with_its_trainer():
         FasterRCNNTrainer(zoo.build("fast_rcnn_resnet50", num_classes=1, input_shape=(32, 32, 3), pool_size=2))
 
 
+@pytest.mark.slow
 def test_zoo_train_and_evaluate_faster_rcnn(tmp_path, capsys):
     # The VGG16 trunk with a narrow fc6/fc7 (as the Fast R-CNN CLI test): the CLI and the task's
     # hooks are those of the ResNet-50 model (trained above), whose training step takes minutes

@@ -26,6 +26,7 @@ def _tiny(num_classes):
     return keras.Model(inputs, keras.layers.Dense(num_classes, activation="softmax", name="predictions")(x), name="tiny")
 
 
+@pytest.mark.slow
 def test_zoo_train_then_evaluate_resnet18_on_synthetic_shapes(tmp_path, capsys):
     # Four shapes in random colours on textured backgrounds, from scratch: about 1.5 minutes
     # on two cores (oneDNN on, as `make test` sets it); held-out top-1 about 0.6. Chance is 0.25.
@@ -72,6 +73,7 @@ def _zoo_train(out, *extra, script=None):
     return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.slow
 def test_a_run_killed_mid_epoch_resumes_and_ends_where_an_uninterrupted_run_ends(tmp_path):
     killed = _zoo_train(tmp_path / "killed", script=KILL_AT_SECOND_EPOCH)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]

@@ -106,6 +106,7 @@ def test_bad_arguments_and_empty_data_leave_statistics_unchanged():
         PreciseBatchNorm(lambda epoch: [], num_batches=0)
 
 
+@pytest.mark.slow
 def test_deeplab_predicts_only_background_until_precise_bn(tmp_path):
     """DeepLab-v3+ MobileNet-v2 with its own decays (0.997 backbone, 0.9997 head), 30 steps."""
     size = 64
@@ -124,6 +125,7 @@ def test_deeplab_predicts_only_background_until_precise_bn(tmp_path):
     assert after["IoU/circle"] > 0.3 and after["mIoU"] > before["mIoU"] + 0.2, (before, after)
 
 
+@pytest.mark.slow
 def test_validation_during_training_equals_evaluate_on_the_same_split(tmp_path):
     size = 48
     source = data.synthetic(64, image_size=size, num_classes=2, seed=0)
@@ -179,6 +181,7 @@ print(json.dumps(out))
 """
 
 
+@pytest.mark.slow
 def test_mirrored_strategy_gives_the_one_device_statistics():
     process = subprocess.run(
         [sys.executable, "-c", STRATEGY_SCRIPT.format(root=str(ROOT))], cwd=ROOT, capture_output=True, text=True,

@@ -8,6 +8,9 @@ import pytest
 
 from tests.helpers import run_zoo
 
+# Every test drives `zoo train` in subprocesses, after a module fixture that trains a run.
+pytestmark = pytest.mark.slow
+
 COMMON = ("--dataset", "synthetic:24", "--batch-size", "8", "--quiet", "--precise-bn", "0")
 
 

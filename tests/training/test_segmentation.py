@@ -157,6 +157,7 @@ def test_flips_and_scales_are_averaged_as_probabilities(rng):
 # --------------------------------------------------------------------------- training
 
 
+@pytest.mark.slow
 def test_a_few_steps_reduce_the_loss_on_a_fixed_batch():
     source = data.synthetic(4, image_size=32, num_classes=2, seed=3)
     images = np.stack([example.image for example in source.examples]).astype("float32")

@@ -19,6 +19,9 @@ from training.tasks import get_task
 from zoo.detection.proposals import sliding_windows
 from zoo.segmentation.deeplab_v3_plus import DeepLabV3PlusConfig, build_deeplab_v3_plus
 
+# Each test compiles a training step or a whole detector with XLA: 5 to 50 seconds apiece.
+pytestmark = pytest.mark.slow
+
 SIZE = 64
 FASTER_TINY = dict(num_classes=2, pool_size=2, input_shape=(SIZE, SIZE, 3), backbone="vgg16", fc_units=16,
                    rpn_channels=16, anchor_scales=(16.0, 32.0), rpn_min_size=1.0, train_post_nms_top_n=32,

@@ -46,6 +46,7 @@ def test_a_decompression_bomb_is_refused_before_extracting(bomb, tmp_path):
     assert (target / "deeplab" / "model.ckpt.data-00000-of-00001").stat().st_size == 64 * 2**20
 
 
+@pytest.mark.slow
 def test_zoo_refuses_a_bomb_as_weights_with_one_error_line_and_leaves_nothing(bomb, tmp_path):
     scratch = tmp_path / "tmp"
     scratch.mkdir()
@@ -72,6 +73,7 @@ def _rewritten(archive_path, tmp_path, suffix, damage):
     return write_archive(tmp_path / f"damaged{suffix.replace('-', '_')}.tar.gz", prefix), prefix
 
 
+@pytest.mark.slow
 def test_a_bogus_checkpoint_index_in_an_archive_is_a_value_error_naming_it(archive, tmp_path):
     path, _ = archive
     bogus, _ = _rewritten(path, tmp_path, ".index", lambda data: b"\x00not an sstable" * 8)

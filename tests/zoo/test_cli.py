@@ -28,6 +28,7 @@ def test_errors_are_one_line_with_exit_code_2(capsys):
     assert "output_stride must be one of" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_demo_trains_exports_and_reloads_both_heads(tmp_path, capsys):
     import json
 
@@ -67,6 +68,7 @@ def test_readme_model_table_is_the_generated_one():
     )
 
 
+@pytest.mark.slow
 def test_catalogue_is_what_the_registry_builds():
     # The one test that builds every registered model (about a minute on 2 cores): `zoo list`,
     # `zoo describe` and the README's table print zoo/catalogue_data.py, this keeps it true.
@@ -96,6 +98,7 @@ def test_describe_lists_a_detectors_outputs_by_name_in_the_returned_order(capsys
     assert "fc_units" not in out and "dropout" not in out  # the VGG16 head's only
 
 
+@pytest.mark.slow
 def test_help_list_and_describe_do_not_import_tensorflow():
     # In the zoo command's process they read zoo.catalogue: a fraction of a second, no TensorFlow
     # log lines. `python -X importtime` names every module imported; the console script and
@@ -130,6 +133,7 @@ def test_demo_help_states_the_readmes_quick_time(capsys):
     assert said in " ".join(capsys.readouterr().out.split())
 
 
+@pytest.mark.slow
 def test_demo_refuses_to_delete_a_run_folder_it_did_not_make(tmp_path):
     from tests.helpers import run_zoo
 

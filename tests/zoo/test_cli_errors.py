@@ -8,6 +8,9 @@ import pytest
 import zoo
 from tests.helpers import run_zoo
 
+# Every test runs `zoo` in a subprocess (TensorFlow's import alone is seconds).
+pytestmark = pytest.mark.slow
+
 SIZE = ("--image-size", "32", "32")
 
 

@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from zoo import cli
 
 # ResNet-18 has no slim twin: its DeepLab is built without the slim layout and multi-grid.
@@ -10,6 +12,7 @@ TINY = ["--set", "backbone=resnet18", "--set", "slim_backbone=False", "--set", "
         "--set", "decoder_projection_filters=4", "--set", "decoder_filters=8"]
 
 
+@pytest.mark.slow
 def test_train_then_evaluate_prints_miou_and_per_class_iou(tmp_path, capsys):
     out = tmp_path / "run"
     common = ["--dataset", "synthetic:12", "--image-size", "32", "32", "--batch-size", "4", "--quiet"]

@@ -93,6 +93,7 @@ def _resized(images, size, resize):
     return np.stack([np.asarray(resize_image(image.astype("float32"), size, resize=resize)[0]) for image in images])
 
 
+@pytest.mark.slow
 def test_every_task_serves_in_a_process_without_the_zoo_at_other_image_sizes(tmp_path, rng):
     classifier, detector, segmenter = tiny_classifier(rng), tiny_detector((64, 64, 3)), segmentation_stand_in()
     randomize_batch_norm(segmenter, rng)
@@ -263,6 +264,7 @@ def test_fold_batch_norm_handles_depthwise_separable_dense_and_leaves_shared_out
         fold_batch_norm(keras.Sequential())
 
 
+@pytest.mark.slow
 def test_detector_with_xla_and_with_sliding_window_proposals_in_the_graph(tmp_path, rng):
     from zoo.detection.proposals import SlidingWindowProposals
 

@@ -117,6 +117,7 @@ def test_onnx_deeplab_reproduces_logits_and_masks(tmp_path, rng):
         assert agreement >= 0.99, (size, agreement)
 
 
+@pytest.mark.slow
 def test_onnx_refuses_a_detector_whose_roi_pooling_does_not_convert(tmp_path):
     # Fast R-CNN's exact RoI max pooling picks its table with tf.cond; tf2onnx turns it into an
     # ONNX If whose branches lose their input shapes, and leaves their StridedSlice unconverted.

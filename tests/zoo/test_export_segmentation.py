@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 import zoo
 from tests.helpers import randomize_batch_norm
@@ -13,6 +14,7 @@ from tests.zoo.test_export import CHILD, ROOT, pixels
 from zoo.segmentation.deeplab_v3_plus import DeepLabV3PlusConfig, build_deeplab_v3_plus
 
 
+@pytest.mark.slow
 def test_a_deeplab_export_serves_without_the_zoo(tmp_path, rng):
     model = build_deeplab_v3_plus(
         DeepLabV3PlusConfig(backbone="mobilenetv2", slim_backbone=True, preprocessing="tf", num_classes=3,

@@ -187,6 +187,7 @@ class _Spy:
         raise AssertionError(f"{self.source} was loaded again over the backup")
 
 
+@pytest.mark.slow
 def test_train_loads_freezes_records_the_report_and_resume_never_reloads(vgg16_notop, tmp_path):
     source = data.synthetic(8, image_size=(SIZE, SIZE), num_classes=2)
     tuning = fine_tuning("fast_rcnn_vgg16", vgg16_notop, verbose=False)
@@ -233,6 +234,7 @@ def test_train_loads_freezes_records_the_report_and_resume_never_reloads(vgg16_n
         train(build, source, out_dir=tmp_path / "other", task="detection", config=config, weights=str(vgg16_notop))
 
 
+@pytest.mark.slow
 def test_zoo_train_weights_prints_the_report_and_keeps_it_in_run_json(vgg16_notop, tmp_path, capsys):
     out = tmp_path / "run"
     process = run_zoo("train", "fast_rcnn_vgg16", "--weights", vgg16_notop, "--weights-report", "--dataset",

@@ -141,6 +141,7 @@ def trained_detector(detector, tmp_path):
     return weights
 
 
+@pytest.mark.slow
 def test_cli_predict_refuses_to_overwrite_its_input_and_bad_options_before_writing(trained_detector, tmp_path):
     from tests.helpers import run_zoo
 

@@ -53,6 +53,7 @@ def test_describe_shows_the_recipe():
     assert "standard augmentation" in text
 
 
+@pytest.mark.slow
 def test_zoo_train_prints_and_stores_the_recipe_it_used(tmp_path):
     out = tmp_path / "run"
     process = run_zoo("train", "resnet18", "--dataset", "synthetic:24", "--image-size", "32", "32", "--epochs", "1",

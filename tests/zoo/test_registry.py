@@ -138,6 +138,7 @@ def test_a_field_the_configuration_ignores_is_neither_described_nor_accepted():
     assert registry.resolve_config("fast_rcnn_resnet50", backbone="vgg16", pool_size=7, fc_units=1024).fc_units == 1024
 
 
+@pytest.mark.slow
 def test_the_zoo_command_imports_the_families_on_the_first_registry_lookup():
     import subprocess
     import sys

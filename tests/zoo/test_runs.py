@@ -79,6 +79,7 @@ print(json.dumps(sorted(registered)))
     assert {"zoo>WarmupSchedule", "zoo>SegmentationCrossEntropy", "zoo>MeanIoU", "zoo>RoIPooling"} <= set(registered)
 
 
+@pytest.mark.slow
 def test_a_classifier_run_in_separate_processes_at_lenet5s_own_size(tmp_path):
     out, photo = tmp_path / "run", _photo(tmp_path / "photo.png")
     trained = _ok(run_zoo("train", "lenet5", "--dataset", "synthetic:24", "--epochs", "1", "--no-flip",
@@ -119,6 +120,7 @@ def test_a_classifier_run_in_separate_processes_at_lenet5s_own_size(tmp_path):
     assert other.returncode == 2 and "model resnet18 but --weights" in other.stderr and "is a lenet5" in other.stderr
 
 
+@pytest.mark.slow
 def test_a_fast_rcnn_run_keeps_its_proposals_in_every_verb(tmp_path):
     out, photo = tmp_path / "run", _photo(tmp_path / "photo.png", (72, 100))
     windows = "proposals: sliding windows every 16 px, sides (16.0, 32.0), aspect ratios (1.0,)"
@@ -147,6 +149,7 @@ def test_a_fast_rcnn_run_keeps_its_proposals_in_every_verb(tmp_path):
     assert contradicted.returncode == 2 and "--proposal-stride 8 contradicts the model's 16" in contradicted.stderr
 
 
+@pytest.mark.slow
 def test_a_deeplab_run_in_separate_processes(tmp_path):
     out, photo = tmp_path / "run", _photo(tmp_path / "photo.png", (50, 70))
     _ok(run_zoo("train", "deeplabv3plus_mobilenetv2", "--dataset", "synthetic:8", "--image-size", "64", "64",

@@ -108,6 +108,7 @@ def test_masks_of_one_bit_sixteen_bits_or_another_size(tmp_path):
         read_voc_segmentation(root, "train")
 
 
+@pytest.mark.slow
 def test_zoo_train_refuses_a_sixteen_bit_mask_before_building_the_model(tmp_path):
     root = _voc(tmp_path)
     path = root / "SegmentationClass" / "2008_000002.png"

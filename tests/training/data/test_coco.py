@@ -168,6 +168,7 @@ def test_coco_ap_equals_pycocotools_on_the_json(coco_json):
     assert "coco/AP" not in detection_metrics(detections, source, coco_ap=False)
 
 
+@pytest.mark.slow
 def test_zoo_train_and_evaluate_on_coco_in_separate_processes(coco_json, tmp_path):
     import keras
 

@@ -80,6 +80,7 @@ def test_the_val_split_is_what_the_trainer_holds_out(tmp_path):
         parse_dataset_spec(f"voc:{root}", split="test")
 
 
+@pytest.mark.slow
 def test_zoo_train_then_evaluate_the_held_out_images_in_separate_processes(tmp_path):
     from tests.helpers import run_zoo
 
@@ -100,6 +101,7 @@ def test_zoo_train_then_evaluate_the_held_out_images_in_separate_processes(tmp_p
     assert 0.0 <= metrics["mAP@0.5"] <= 1.0
 
 
+@pytest.mark.slow
 def test_zoo_train_val_split_val_on_a_folder_trains_only_on_what_it_does_not_hold_out(tmp_path):
     from tests.helpers import run_zoo
 

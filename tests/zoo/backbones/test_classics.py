@@ -224,11 +224,13 @@ DENSENET_TWINS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(DENSENET_TOTALS))
 def test_densenet_total_parameters_equal_keras_applications(name):
     assert zoo.build(name).count_params() == DENSENET_TOTALS[name]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("include_top", [True, False])
 def test_densenet121_same_outputs_as_keras_applications(include_top, rng):
     shape = (64, 64, 3)
@@ -247,6 +249,7 @@ def test_densenet121_same_outputs_as_keras_applications(include_top, rng):
     assert np.abs(np.asarray(expected)).max() > 1e-2, "outputs too small to make the comparison meaningful"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["densenet169", "densenet201"])
 def test_densenet169_201_have_keras_applications_layer_names_and_shapes(name):
     reference = DENSENET_TWINS[name](weights=None, include_top=False, input_shape=(64, 64, 3))

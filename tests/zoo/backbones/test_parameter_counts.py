@@ -20,6 +20,7 @@ KERAS_APPLICATIONS_TOTALS = {
 TORCHVISION_TRAINABLE = {"resnet18": 11_689_512, "resnet34": 21_797_672}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(KERAS_APPLICATIONS_TOTALS))
 def test_total_parameters_equal_keras_applications(name):
     assert zoo.build(name).count_params() == KERAS_APPLICATIONS_TOTALS[name]

@@ -37,7 +37,13 @@ def copy_weights_by_name(source, target, renames=None):
             target.get_layer(renames.get(layer.name, layer.name)).set_weights(layer.get_weights())
 
 
-@pytest.mark.parametrize("name", sorted(TWINS))
+# The deep ResNets take 6 to 11 seconds each (two builds and a weight copy); VGG and
+# MobileNet-v2 keep the comparison in `make test-fast`.
+DEEP = {"resnet50", "resnet101", "resnet152"}
+
+
+@pytest.mark.parametrize("name", [pytest.param(name, marks=pytest.mark.slow) if name in DEEP else name
+                                  for name in sorted(TWINS)])
 @pytest.mark.parametrize("include_top", [True, False])
 def test_same_outputs_as_keras_applications(name, include_top, rng):
     keras_builder, preprocess_input = TWINS[name]
@@ -71,6 +77,7 @@ def xception_residual_renames(reference):
     return renames
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("include_top", [True, False])
 def test_xception_same_outputs_as_keras_applications(include_top, rng):
     shape = (80, 80, 3)  # keras.applications' Xception needs at least 71 pixels

@@ -193,6 +193,7 @@ def _assert_close(actual, expected):
 # ResNet-v1 (slim placement)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "name, beta, output_stride, multi_grid",
     [("resnet101_beta", True, 16, (1, 2)), ("resnet101", False, 8, ()), ("resnet101", False, 32, ())],
@@ -225,6 +226,7 @@ def test_resnet_slim_checkpoint_computes_slim_resnet_v1(name, beta, output_strid
     assert outputs["C2"].shape[1] == SIZE // 4
 
 
+@pytest.mark.slow
 def test_resnet_slim_names_follow_the_deeplab_checkpoints():
     model = zoo.build("resnet101_beta", stride_placement="slim", include_top=False, input_shape=(SIZE, SIZE, 3))
     names = slim_variable_names(model, scope="resnet_v1_101")
@@ -240,6 +242,7 @@ def test_resnet_slim_names_follow_the_deeplab_checkpoints():
     assert not any(name.endswith("biases") for name in names.values())
 
 
+@pytest.mark.slow
 def test_resnet_v1_101_stem_names_do_not_match_the_beta_model():
     plain = zoo.build(
         "resnet101", stride_placement="slim", use_bias=False, include_top=False, input_shape=(SIZE, SIZE, 3)
@@ -256,6 +259,7 @@ def test_resnet_v1_101_stem_names_do_not_match_the_beta_model():
     assert tuple(beta.get_layer("conv2_block1_0_conv").kernel.shape) == (1, 1, 128, 256)
 
 
+@pytest.mark.slow
 def test_resnet_in_keras_placement_is_refused():
     model = zoo.build("resnet50", include_top=False, input_shape=(SIZE, SIZE, 3))
     with pytest.raises(ValueError, match="stride_placement='slim'"):
@@ -280,6 +284,7 @@ def test_keras_biases_get_slim_bias_names():
 # Xception-65
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("output_stride, multi_grid", [(16, (1, 2, 4)), (32, (1, 1, 1))])
 def test_xception65_slim_checkpoint_computes_deeplab_xception(output_stride, multi_grid, rng, tmp_path):
     model = zoo.backbones.feature_extractor(
@@ -301,6 +306,7 @@ def test_xception65_slim_checkpoint_computes_deeplab_xception(output_stride, mul
     _assert_close(outputs["C4"], end_points["exit_flow/block1/unit_1/xception_module/separable_conv2_pointwise"])
 
 
+@pytest.mark.slow
 def test_xception65_slim_names_follow_the_deeplab_checkpoints():
     model = zoo.build("xception65", include_top=True, classes=1001, input_shape=(SIZE, SIZE, 3))
     names = slim_variable_names(model)

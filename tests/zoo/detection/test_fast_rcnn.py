@@ -20,6 +20,7 @@ def _copy_by_name(source, target):
     return copied
 
 
+@pytest.mark.slow
 def test_vgg16_fc6_fc7_take_imagenet_fc1_fc2_by_name(rng):
     # At 224 x 224, conv5_3 is 14 x 14; the RoI [0, 0, 208, 208] rounds to cells 0 ... 13, whose
     # 7 x 7 bins are exactly VGG16's 2 x 2 block5_pool. So the detector's fc7 on that RoI must
@@ -83,6 +84,7 @@ def test_configuration_errors_name_the_argument():
         zoo.build("fast_rcnn_vgg16", classes=3)
 
 
+@pytest.mark.slow
 def test_a_non_finite_roi_under_xla_gives_no_detection(rng):
     # XLA drops CheckNumerics, so under jit_compile a NaN or Inf RoI cannot raise: RoIPooling pools
     # zeros for it and DetectionPostprocess treats it as padding (documented; eager raises).

@@ -119,6 +119,7 @@ def test_proposal_layer_uses_the_training_counts_when_training_and_round_trips(r
 # --------------------------------------------------------------------------- the model
 
 
+@pytest.mark.slow
 def test_outputs_at_sizes_known_only_at_run_time(rng):
     model = zoo.build("faster_rcnn_resnet50", **TINY)
     assert set(model.input) == {"images"} and model.input["images"].shape == (None, None, None, 3)
@@ -145,6 +146,7 @@ def test_the_head_shares_the_trunk_and_the_rpn_sits_on_c4():
     assert model.get_layer("rpn_objectness_logits").filters == 6 and model.get_layer("rpn_box_regression").filters == 24
 
 
+@pytest.mark.slow
 def test_keras_round_trip_gives_the_same_outputs(rng, tmp_path):
     model = zoo.build("faster_rcnn_resnet50", **TINY)
     pixels = {"images": random_pixels(rng, (1, 64, 64, 3))}
@@ -173,6 +175,7 @@ def test_defaults_are_the_papers_and_errors_name_the_argument():
         zoo.build("faster_rcnn_resnet50", rois=3)
 
 
+@pytest.mark.slow
 def test_predict_detect_runs_a_faster_rcnn_on_an_image_alone(rng):
     from zoo.predict import detect
 

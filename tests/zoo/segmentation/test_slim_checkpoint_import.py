@@ -136,6 +136,7 @@ def archive(rng, tmp_path):
 BUILD_TINY = dict(**TINY_HEAD)
 
 
+@pytest.mark.slow
 def test_build_with_a_local_archive_imports_it(archive):
     path, stored = archive
     model = zoo.build("deeplabv3plus_mobilenetv2", weights=str(path), **BUILD_TINY)
@@ -145,6 +146,7 @@ def test_build_with_a_local_archive_imports_it(archive):
     np.testing.assert_array_equal(model.get_layer("logits_semantic").kernel.numpy(), stored["logits/semantic/weights"])
 
 
+@pytest.mark.slow
 def test_the_manifest_entry_downloads_and_imports_the_archive(archive, setup, monkeypatch):
     path, stored = archive
     served = setup["root"] / "models" / path.name
@@ -160,6 +162,7 @@ def test_the_manifest_entry_downloads_and_imports_the_archive(archive, setup, mo
     assert (setup["cache"] / path.name).is_file()
 
 
+@pytest.mark.slow
 def test_unsafe_or_empty_archives_are_refused(tmp_path):
     evil = tmp_path / "evil.tar.gz"
     with tarfile.open(evil, "w:gz") as tar:
