@@ -31,15 +31,32 @@ def load_average() -> list[float]:
     return [round(load, 2) for load in os.getloadavg()]
 
 
-def machine(threads: int) -> dict:
-    cpu = "unknown"
+# The CPU flags a result depends on: vector width, and fast bfloat16 / int8 (oneDNN's paths).
+FLAGS_OF_INTEREST = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_int8", "amx_tile")
+
+
+def cpu_model_and_flags() -> tuple[str, list[str]]:
+    """The CPU's model name and which of `FLAGS_OF_INTEREST` it reports (Linux `/proc/cpuinfo`)."""
+    cpu, flags = "unknown", []
     if Path("/proc/cpuinfo").exists():
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
+            if line.startswith("model name") and cpu == "unknown":
                 cpu = line.split(":", 1)[1].strip()
-                break
+            elif line.startswith("flags") and not flags:
+                present = set(line.split(":", 1)[1].split())
+                flags = [flag for flag in FLAGS_OF_INTEREST if flag in present]
+    return cpu, flags
+
+
+def fast_bfloat16(record: dict) -> bool:
+    """Whether bfloat16 compute can pay on this machine: a GPU, or a CPU with bfloat16 instructions."""
+    return bool(record["gpus"]) or any(flag in record["flags"] for flag in ("avx512_bf16", "amx_bf16"))
+
+
+def machine(threads: int) -> dict:
+    cpu, flags = cpu_model_and_flags()
     return dict(
-        cpu=cpu, cores=os.cpu_count(), gpus=[d.name for d in tf.config.list_physical_devices("GPU")],
+        cpu=cpu, flags=flags, cores=os.cpu_count(), gpus=[d.name for d in tf.config.list_physical_devices("GPU")],
         python=platform.python_version(), tensorflow=tf.__version__,
         TF_ENABLE_ONEDNN_OPTS=os.environ.get("TF_ENABLE_ONEDNN_OPTS", "unset (off on AVX2 CPUs)"),
         threads=threads, load_average_at_start=load_average(),
