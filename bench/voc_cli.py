@@ -7,7 +7,8 @@ occlude one another, VOC's 255 "void" band around every object in palette PNGs, 
 XML annotations with 1-based boxes of the visible part, and `ImageSets/{Main,Segmentation}`
 split lists (300 training and 100 validation images by default). Then it runs the CLI as a
 user would, each verb in its own process, with nothing but `--dataset`, `--classes`,
-`--image-size` and `--epochs` (and `--out`):
+`--image-size` and `--epochs` (and `--out`), plus `--weights imagenet` where the ImageNet file of
+the model or its backbone is in the weights cache (`pretrained_weights`; nothing is downloaded):
 
     zoo train MODEL --dataset voc:ROOT --classes hexagon,heart,arrow --image-size S S --epochs E --out RUN
     zoo evaluate MODEL --weights RUN/model.keras --dataset voc:ROOT --classes ... --split val --image-size S S
@@ -248,12 +249,32 @@ def _picture(model, run_dir, dataset, count, out_png, metric):
     plt.close(figure)
 
 
+def pretrained_weights(model) -> tuple[str | None, str]:
+    """(`--weights` TAG, what was found): the ImageNet weights of `model` or of its backbone, as
+    `zoo train --weights imagenet` would take them, when their file is in the weights cache (a user
+    would let `zoo train` download them; this bench never downloads)."""
+    import zoo
+    from zoo.weights import cache_dir, load_manifest
+
+    backbone = zoo.describe(model).defaults.get("backbone")
+    for owner in (model, backbone):
+        for entry in load_manifest():
+            if entry["model"] == owner and entry["tag"] == "imagenet":
+                names = [entry["file_name"]] + ([entry["no_top"]["file_name"]] if "no_top" in entry else [])
+                found = [cache_dir() / name for name in names if (cache_dir() / name).is_file()]
+                if found:
+                    return "imagenet", f"{owner}.imagenet ({found[0]})"
+                return None, f"{owner}.imagenet is not in the weights cache ({cache_dir() / names[-1]})"
+    return None, f"no ImageNet entry for {model} or its backbone {backbone} in weights_manifest.json"
+
+
 def run_model(model, dataset, work, *, image_size, epochs, log) -> dict:
     run_dir = work / model
     classes = ",".join(CLASSES)
     size = [str(image_size), str(image_size)]
+    tag, weights_note = pretrained_weights(model)
     train_arguments = ["train", model, "--dataset", f"voc:{dataset}", "--classes", classes, "--image-size", *size,
-                       "--epochs", str(epochs), "--out", str(run_dir)]
+                       "--epochs", str(epochs), "--out", str(run_dir)] + (["--weights", tag] if tag else [])
     load_before = os.getloadavg()[0]
     train_seconds, _ = _zoo(*train_arguments, "--quiet", log=log)
     load_after = os.getloadavg()[0]
@@ -267,7 +288,7 @@ def run_model(model, dataset, work, *, image_size, epochs, log) -> dict:
             "history": json.loads((run_dir / "history.json").read_text()), "recipe": run.get("recipe"),
             "commands": ["zoo " + " ".join(train_arguments), "zoo " + " ".join(evaluate_arguments)],
             "load_average_1min": [round(load_before, 2), round(load_after, 2)],
-            "run_dir": str(run_dir)}
+            "pretrained": weights_note, "run_dir": str(run_dir)}
 
 
 def _write_atomically(path: Path, text: str):
@@ -299,6 +320,8 @@ def _report(results, machine, dataset_summary) -> str:
         lines += ["", f"## `{result['model']}`", "", "```", *result["commands"], "```", "",
                   f"Recipe (the model family's defaults, printed by `zoo train`): `{json.dumps(result['recipe'])}`", "",
                   f"All metrics: `{json.dumps(result['metrics'])}`", "",
+                  f"Pretrained weights: {result.get('pretrained', 'not looked for (an earlier version of the bench)')}"
+                  + ("" if "--weights" in result["commands"][0] else "; the run starts from random weights") + ".", "",
                   f"Training took {result['train_seconds']:.0f} s (the `zoo train` process, start-up included), "
                   f"evaluation {result['evaluate_seconds']:.0f} s; 1-minute load average before and after training "
                   f"{result['load_average_1min']}.", "",
