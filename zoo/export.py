@@ -66,9 +66,9 @@ import tensorflow as tf
 from layers import compat
 from layers.detection_contract import IMAGES, ROIS, is_detector, takes_rois
 from layers.image_resize import check_resize, resize_batch
+from zoo.tasks import TASKS
 from zoo.weights import apply_umask, remove_stale_temporaries
 
-TASKS = ("classification", "detection", "segmentation")
 COMPUTE_DTYPES = {"float16": "mixed_float16", "bfloat16": "mixed_bfloat16"}
 PROPOSAL_METHODS = ("sliding_windows",)
 METADATA_FILE = "zoo_export.json"

@@ -23,8 +23,8 @@ from typing import Any, Callable
 
 from zoo.config import accepted_overrides, apply_overrides, config_to_dict, unused_fields
 from zoo.recipes import DEFAULT_RECIPES, Recipe
+from zoo.tasks import TASKS
 
-TASKS = ("classification", "detection", "segmentation")
 # The image size (height, width) each task trains and evaluates at unless a family says
 # otherwise: ImageNet's 224 crop, Fast R-CNN's 600-pixel shorter side, DeepLab's 513 crop.
 TASK_IMAGE_SIZES = {"classification": (224, 224), "detection": (600, 600), "segmentation": (513, 513)}

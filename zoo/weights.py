@@ -104,7 +104,6 @@ ENV_ALLOW_UNVERIFIED = "ZOO_ALLOW_UNVERIFIED_WEIGHTS"  # "1": load entries that 
 ENV_MAX_ARCHIVE_BYTES = "ZOO_MAX_ARCHIVE_BYTES"  # bytes an archive may extract to (extract_archive)
 
 FORMATS = ("h5", "weights.h5", "keras", "tf_checkpoint_archive")
-TASKS = ("classification", "detection", "segmentation")
 REQUIRED_FIELDS = {
     "model": str, "tag": str, "task": str, "url": str, "file_name": str, "format": str,
     "hash_algorithm": (str, type(None)), "hash": (str, type(None)), "size_bytes": (int, type(None)),
@@ -161,6 +160,8 @@ def entry_problems(entry: dict) -> list[str]:
             problems.append(f"{where}: {key} has the wrong type {type(entry[key]).__name__}")
     if problems:
         return problems
+    from zoo.tasks import TASKS  # here: this module alone downloads without TensorFlow
+
     if entry["task"] not in TASKS:
         problems.append(f"{where}: task must be one of {TASKS}, got {entry['task']!r}")
     if entry["format"] not in FORMATS:

@@ -25,6 +25,17 @@ def test_list_models_rejects_an_unknown_task():
         zoo.list_models(task="captioning")
 
 
+def test_the_task_names_are_one_tuple_in_zoo_and_the_same_in_training():
+    # zoo cannot import training's tuple (nor training zoo's): the two must not drift apart.
+    import importlib
+
+    import training
+    from zoo import tasks
+
+    assert importlib.import_module("zoo.export").TASKS is registry.TASKS is tasks.TASKS
+    assert registry.TASKS == training.data.TASKS == tuple(sorted(training.TASKS))
+
+
 def test_unknown_name_lists_the_closest_registered_names():
     with pytest.raises(ValueError, match=r"unknown model name 'resnet05'.*resnet50"):
         zoo.build("resnet05")
