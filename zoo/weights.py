@@ -582,7 +582,7 @@ def backbone_entry(model_name: str, tag: str, config) -> dict | None:
 
 def _wants_top(model) -> bool:
     """Whether `model` has VGG's fc1/fc2 at their ImageNet shapes (a Fast R-CNN VGG16 head)."""
-    kernels = {layer.name: tuple(layer.weights[0].shape) for layer in _flat_layers(model)
+    kernels = {layer.name: tuple(layer.weights[0].shape) for layer in weighted_layers(model)
                if layer.name in CLASSIFIER_TOP_KERNELS}
     return bool(kernels) and all(CLASSIFIER_TOP_KERNELS[name] == shape for name, shape in kernels.items())
 
@@ -736,11 +736,14 @@ def _first_line(error) -> str:
     return f"{first} {shapes.group(0)}" if shapes else first
 
 
-def _flat_layers(model):
-    """Every layer with its own weights, looking inside nested models."""
+def weighted_layers(model):
+    """Every layer with weights, looking inside nested models (a backbone inside a detector) but
+    not inside composite layers (`layers.ASPP` comes whole, as a Keras 2 `.h5` file holds it):
+    the layers whose names a Keras 2 `.h5` file and the TF-slim rules (`zoo.backbones.slim`) go
+    by. `_leaf_layers` walks a Keras 3 file's layers, `layers.compat.flatten_layers` every one."""
     for layer in model.layers:
         if hasattr(layer, "layers") and layer.layers:
-            yield from _flat_layers(layer)
+            yield from weighted_layers(layer)
         elif layer.weights:
             yield layer
 
@@ -865,8 +868,8 @@ def load_h5_by_name(model, path: str | os.PathLike) -> LoadReport:
             ]
             if weight_names:
                 file_layers[name] = [group[name][w][()] for w in weight_names]
-    aliases = unnamed_layer_aliases([layer.name for layer in _flat_layers(model)], list(file_layers))
-    return _assign_by_name(_flat_layers(model), file_layers, path, aliases=aliases)
+    aliases = unnamed_layer_aliases([layer.name for layer in weighted_layers(model)], list(file_layers))
+    return _assign_by_name(weighted_layers(model), file_layers, path, aliases=aliases)
 
 
 def _assign_by_name(layers, file_layers: dict, path, *, aliases: dict | None = None) -> LoadReport:

@@ -40,6 +40,8 @@ import re
 
 import keras
 
+from zoo.weights import weighted_layers
+
 DEFAULT_SCOPES = {"mobilenet_v2": "MobilenetV2", "xception": "xception_65"}
 
 _RESNET_RULES = (
@@ -76,21 +78,13 @@ _LOGITS = {"resnet": "logits", "mobilenet_v2": "Logits/Conv2d_1c_1x1", "xception
 _BATCH_NORM_VARIABLES = ("gamma", "beta", "moving_mean", "moving_variance")
 
 
-def _flat_layers(model):
-    for layer in model.layers:
-        if hasattr(layer, "layers") and layer.layers:
-            yield from _flat_layers(layer)
-        elif layer.weights:
-            yield layer
-
-
 def backbone_family(model) -> str:
     """"resnet", "mobilenet_v2" or "xception" (aligned), read from the layer names.
 
     Raises:
       ValueError: a model with no known slim backbone (keras.applications' Xception among them).
     """
-    names = {layer.name for layer in _flat_layers(model)}
+    names = {layer.name for layer in weighted_layers(model)}
     if "entry_flow_conv1_1" in names:
         return "xception"
     if "Conv1" in names and "expanded_conv_depthwise" in names:
@@ -121,7 +115,7 @@ def _variable_suffix(layer, variable) -> str:
 
 def _check_resnet_placement(model) -> None:
     """Slim weights in the keras.applications placement compute another function: refuse."""
-    layers = {layer.name: layer for layer in _flat_layers(model)}
+    layers = {layer.name: layer for layer in weighted_layers(model)}
     first_conv = layers.get("conv3_block1_1_conv")
     if first_conv is not None and tuple(first_conv.strides) != (1, 1):
         raise ValueError(
@@ -165,7 +159,7 @@ def slim_variable_names(model, *, scope: str | None = None) -> dict[str, str]:
         raise ValueError(f"scope must be one slim scope name such as 'resnet_v1_101', got {scope!r}")
     rules = {"resnet": _RESNET_RULES, "mobilenet_v2": _MOBILENET_RULES, "xception": _XCEPTION_RULES}[family]
     names = {}
-    for layer in _flat_layers(model):
+    for layer in weighted_layers(model):
         if layer.name == "predictions":
             op = _LOGITS[family]
         else:
