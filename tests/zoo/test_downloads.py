@@ -17,12 +17,11 @@ import threading
 import time
 from pathlib import Path
 
-import h5py
 import numpy as np
 import pytest
-from keras.src.legacy.saving import legacy_h5_format
 
 import zoo
+from layers import compat
 from tests.helpers import random_pixels
 from zoo import weights as weights_lib
 
@@ -88,8 +87,7 @@ def server(tmp_path):
 
 def write_keras2_h5(model, path):
     path.parent.mkdir(parents=True, exist_ok=True)
-    with h5py.File(path, "w") as handle:
-        legacy_h5_format.save_weights_to_hdf5_group(handle, model)
+    compat.save_legacy_h5_weights(model, path)
 
 
 def md5(path):

@@ -13,9 +13,9 @@ import h5py
 import keras
 import numpy as np
 import pytest
-from keras.src.legacy.saving import legacy_h5_format
 
 import zoo
+from layers import compat
 from tests.helpers import randomize_batch_norm, run_zoo
 from tests.zoo.segmentation.test_slim_checkpoint_import import BUILD_TINY, archive  # noqa: F401  (a fixture)
 from tests.zoo.test_downloads import TINY, server, setup  # noqa: F401  (fixtures: resnet18.imagenet served here)
@@ -27,12 +27,6 @@ from zoo.finetune import fine_tuning, weights_kind
 
 SIZE = 64
 DETECTOR_HEAD = ["box_regression", "class_probs"]
-
-
-def _write_keras2_h5(model, path):
-    """`model`'s weights in the Keras 2 HDF5 layout keras.applications publishes."""
-    with h5py.File(path, "w") as handle:
-        legacy_h5_format.save_weights_to_hdf5_group(handle, model)
 
 
 def _h5_arrays(path):
@@ -52,7 +46,7 @@ def _classifier(factory, folder, rng, **options):
         if layer.weights and not isinstance(layer, keras.layers.BatchNormalization):
             layer.set_weights([w + rng.normal(0.0, 0.01, w.shape).astype(w.dtype) for w in layer.get_weights()])
     paths = {suffix: folder / f"{reference.name}{suffix}" for suffix in (".h5", ".weights.h5", ".keras")}
-    _write_keras2_h5(reference, paths[".h5"])
+    compat.save_legacy_h5_weights(reference, paths[".h5"])
     reference.save_weights(paths[".weights.h5"])
     reference.save(paths[".keras"])
     arrays = {layer.name: layer.get_weights() for layer in reference.layers if layer.weights}
@@ -71,7 +65,7 @@ def vgg16_notop(tmp_path_factory):
     """keras.applications VGG16 without its top, as `vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5`."""
     reference = keras.applications.VGG16(weights=None, include_top=False, input_shape=(32, 32, 3))
     path = tmp_path_factory.mktemp("vgg16") / "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"
-    _write_keras2_h5(reference, path)
+    compat.save_legacy_h5_weights(reference, path)
     return path
 
 

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import zoo
+from layers import compat
 from tests.helpers import random_pixels
 from zoo.segmentation.deeplab_v3_plus import DeepLabV3PlusConfig, build_deeplab_v3_plus, head_slim_scopes
 
@@ -79,7 +80,7 @@ def test_every_head_layer_with_weights_has_a_slim_scope():
 
 def test_frozen_batch_norm_reaches_the_aspp_sublayers():
     model = tiny(fine_tune_batch_norm=False)
-    norms = [layer for layer in model._flatten_layers() if isinstance(layer, keras.layers.BatchNormalization)]
+    norms = [layer for layer in compat.flatten_layers(model) if isinstance(layer, keras.layers.BatchNormalization)]
     assert norms and not any(layer.trainable for layer in norms)
     assert any(layer.name == "aspp0_bn" for layer in norms)
     assert model.get_layer("logits_semantic").trainable
@@ -107,7 +108,7 @@ def test_variants_build_deeplabs_slim_backbones():
     assert resnet.get_layer("conv1_bn").epsilon == 1e-5 and resnet.get_layer("conv1_bn").momentum == 0.95
     # The decoder taps block1/unit_2/bottleneck_v1/conv3 (before the add), multi-grid (1, 2, 4) at OS 16.
     tap = resnet.get_layer("feature_projection0").input
-    assert tap._keras_history.operation.name == "conv2_block2_3_bn"
+    assert compat.producer(tap)[0].name == "conv2_block2_3_bn"
     assert [resnet.get_layer(f"conv5_block{u}_2_conv").dilation_rate for u in (1, 2, 3)] == [(2, 2), (4, 4), (8, 8)]
     assert resnet.get_layer("preprocessing").get_config()["mean"] == pytest.approx([123.15, 115.90, 103.06])
     beta = zoo.registry.resolve_config("deeplabv3plus_resnet50_beta")
@@ -116,7 +117,7 @@ def test_variants_build_deeplabs_slim_backbones():
     mobilenet = zoo.build("deeplabv3plus_mobilenetv2", num_classes=3, input_shape=(64, 64, 3))
     assert "Conv_1" not in [layer.name for layer in mobilenet.layers]  # DeepLab stops at layer_18
     tap = mobilenet.get_layer("feature_projection0").input
-    assert tap._keras_history.operation.name == "block_2_depthwise_relu"  # layer_4/depthwise_output
+    assert compat.producer(tap)[0].name == "block_2_depthwise_relu"  # layer_4/depthwise_output
     assert mobilenet.get_layer("bn_Conv1").momentum == 0.997 and mobilenet.get_layer("bn_Conv1").epsilon == 1e-3
 
     config = zoo.registry.resolve_config("deeplabv3plus_xception65")
