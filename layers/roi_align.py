@@ -1,0 +1,167 @@
+"""RoI Align over a feature pyramid: torchvision's `MultiScaleRoIAlign` (Faster R-CNN FPN).
+
+Papers: He et al., "Mask R-CNN", ICCV 2017, https://arxiv.org/abs/1703.06870 (RoI Align); Lin
+et al., "Feature Pyramid Networks for Object Detection", CVPR 2017,
+https://arxiv.org/abs/1612.03144, equation 1 (which level a RoI is pooled from).
+
+Shapes: B images, N RoIs per image (`[ymin, xmin, ymax, xmax]` in pixels of the image the
+pyramid was computed on; padding rows all zeros), L levels, `P_l` `[B, H_l, W_l, C]` at stride
+`2 ** l`, an `S x S` output grid.
+
+- `fpn_levels`: torchvision's `LevelMapper`: `floor(4 + log2(sqrt(area) / 224) + 1e-6)` clamped
+  to `[k_min, k_max]` (the eps is added after the log, as torchvision does). Zero-area RoIs
+  (padding) go to `k_min`.
+- `roi_align`: torchvision's `roi_align(..., aligned=False)`: a RoI's extent is
+  `[y1 * scale, y2 * scale]` with its sides at least one cell; each of the `S x S` bins averages
+  `sampling_ratio ** 2` bilinear samples at the centres of a regular sub-grid; a sample more
+  than one cell outside the map is 0, one within a cell of it reads the edge (torchvision's
+  `bilinear_interpolate`). Built from gathers on a flat table of every level's cells, so one
+  call pools every RoI from its own level, runs under XLA, and passes gradients to the maps.
+- `MultiLevelRoIAlign`: the layer.
+
+The levels' scales are `2 ** -k` for `k = k_min ... k_max`: torchvision infers them from the
+map and image sizes (`2 ** round(log2(H_l / H))`), which is the same for images padded to a
+multiple of the coarsest stride, as its transform pads them (32).
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+CANONICAL_SCALE = 224
+CANONICAL_LEVEL = 4
+LEVEL_EPSILON = 1e-6
+
+
+def fpn_levels(rois, *, min_level=2, max_level=5, canonical_scale=CANONICAL_SCALE,
+               canonical_level=CANONICAL_LEVEL, epsilon=LEVEL_EPSILON):
+    """`[...]` int32 pyramid level of each RoI `[..., 4]` (pixels): torchvision's `LevelMapper`.
+
+    Example:
+      >>> fpn_levels([[0, 0, 224, 224], [0, 0, 32, 32], [0, 0, 0, 0]])  # [4, 2, 2]
+    """
+    rois = tf.cast(tf.convert_to_tensor(rois), tf.float32)
+    area = (rois[..., 2] - rois[..., 0]) * (rois[..., 3] - rois[..., 1])
+    size = tf.sqrt(area)
+    level = tf.floor(canonical_level + tf.math.log(size / canonical_scale) / tf.math.log(2.0) + epsilon)
+    # log2(0) = -inf: padding rows land on min_level; NaN (a negative area) too.
+    level = tf.where(tf.math.is_nan(level), float(min_level), level)
+    return tf.cast(tf.clip_by_value(level, min_level, max_level), tf.int32)
+
+
+def roi_align(features, rois, levels, *, output_size=7, sampling_ratio=2, scales=None):
+    """RoI Align of each RoI from the map of its level (see the module).
+
+    Args:
+      features: a list of L maps `[B, H_l, W_l, C]` (same B and C).
+      rois: `[B, N, 4]` pixels.
+      levels: `[B, N]` int32 indices into `features` (`fpn_levels(rois) - min_level`).
+      output_size: S.
+      sampling_ratio: samples per bin side (torchvision's 2 for Faster R-CNN).
+      scales: L feature cells per pixel, e.g. (1/4, 1/8, 1/16, 1/32).
+
+    Returns:
+      `[B, N, S, S, C]` float32.
+    """
+    if scales is None or len(scales) != len(features):
+        raise ValueError(f"roi_align: give one scale per feature map, got {scales!r} for {len(features)} maps")
+    rois = tf.cast(rois, tf.float32)
+    batch, count = tf.shape(rois)[0], tf.shape(rois)[1]
+    channels = features[0].shape[-1]
+    tables, heights, widths, offsets = [], [], [], []
+    offset = tf.constant(0, tf.int32)
+    for feature in features:
+        shape = tf.shape(feature)
+        heights.append(shape[1])
+        widths.append(shape[2])
+        offsets.append(offset)
+        offset += shape[0] * shape[1] * shape[2]
+        tables.append(tf.reshape(tf.cast(feature, tf.float32), [-1, channels]))
+    table = tf.concat(tables, axis=0)
+    levels = tf.cast(levels, tf.int32)
+    height = tf.gather(tf.stack(heights), levels)  # [B, N]
+    width = tf.gather(tf.stack(widths), levels)
+    first = tf.gather(tf.stack(offsets), levels) + tf.range(batch)[:, None] * height * width
+    scale = tf.gather(tf.constant(scales, tf.float32), levels)
+    grid = output_size * sampling_ratio
+    # Sample k of a RoI side: start + (k + 0.5) * extent / grid, torchvision's
+    # start + bin * (extent / S) + (i + 0.5) * (extent / S) / sampling_ratio.
+    steps = (tf.range(grid, dtype=tf.float32) + 0.5) / sampling_ratio  # [G]
+
+    def samples(start, end, size):
+        start, end = start * scale, end * scale
+        extent = tf.maximum(end - start, 1.0)
+        bin_size = extent / output_size
+        points = start[..., None] + steps * bin_size[..., None]  # [B, N, G]
+        size_f = tf.cast(size, tf.float32)[..., None]
+        outside = (points < -1.0) | (points > size_f)
+        points = tf.clip_by_value(points, 0.0, tf.maximum(size_f - 1.0, 0.0))
+        low = tf.floor(points)
+        high = tf.minimum(low + 1.0, size_f - 1.0)
+        return tf.cast(low, tf.int32), tf.cast(high, tf.int32), points - low, outside
+
+    y_low, y_high, y_frac, y_out = samples(rois[..., 0], rois[..., 2], height)
+    x_low, x_high, x_frac, x_out = samples(rois[..., 1], rois[..., 3], width)
+    width_ = width[..., None, None]
+
+    def gather(rows, cols):
+        index = first[..., None, None] + rows[..., :, None] * width_ + cols[..., None, :]
+        return tf.gather(table, index)  # [B, N, G, G, C]
+
+    wy, wx = y_frac[..., :, None, None], x_frac[..., None, :, None]
+    value = ((1.0 - wy) * (1.0 - wx) * gather(y_low, x_low) + (1.0 - wy) * wx * gather(y_low, x_high)
+             + wy * (1.0 - wx) * gather(y_high, x_low) + wy * wx * gather(y_high, x_high))
+    outside = y_out[..., :, None, None] | x_out[..., None, :, None]
+    value = tf.where(outside, 0.0, value)
+    value = tf.reshape(value, [batch, count, output_size, sampling_ratio, output_size, sampling_ratio, channels])
+    return tf.reduce_mean(value, axis=[3, 5])
+
+
+@keras.saving.register_keras_serializable(package="zoo")
+class MultiLevelRoIAlign(keras.layers.Layer):
+    """RoI Align over a pyramid, each RoI from the level `fpn_levels` gives it.
+
+    Args:
+      output_size: S, 7.
+      sampling_ratio: 2.
+      min_level, max_level: the pyramid levels given (2 and 5: P2 ... P5 at strides 4 ... 32).
+
+    Call arguments:
+      inputs: `[P_min, ..., P_max, rois [B, N, 4]]`.
+
+    Returns:
+      `[B, N, S, S, C]` float32.
+    """
+
+    def __init__(self, *, output_size=7, sampling_ratio=2, min_level=2, max_level=5, **kwargs):
+        kwargs.setdefault("autocast", False)
+        super().__init__(**kwargs)
+        self.output_size, self.sampling_ratio = int(output_size), int(sampling_ratio)
+        self.min_level, self.max_level = int(min_level), int(max_level)
+        if not 1 <= self.min_level <= self.max_level:
+            raise ValueError(f"MultiLevelRoIAlign: need 1 <= min_level <= max_level, got {min_level}, {max_level}")
+
+    def call(self, inputs):
+        *features, rois = inputs
+        if len(features) != self.max_level - self.min_level + 1:
+            raise ValueError(f"MultiLevelRoIAlign: expected {self.max_level - self.min_level + 1} maps, "
+                             f"got {len(features)}")
+        levels = fpn_levels(rois, min_level=self.min_level, max_level=self.max_level) - self.min_level
+        scales = [2.0 ** -level for level in range(self.min_level, self.max_level + 1)]
+        return roi_align(features, rois, levels, output_size=self.output_size, sampling_ratio=self.sampling_ratio,
+                         scales=scales)
+
+    def compute_output_shape(self, input_shape):
+        rois = input_shape[-1]
+        return (rois[0], rois[1], self.output_size, self.output_size, input_shape[0][-1])
+
+    def compute_output_spec(self, inputs):
+        return keras.KerasTensor(self.compute_output_shape([x.shape for x in inputs]), dtype="float32")
+
+    def get_config(self):
+        return {**super().get_config(), "output_size": self.output_size, "sampling_ratio": self.sampling_ratio,
+                "min_level": self.min_level, "max_level": self.max_level}
+
+
+__all__ = ["MultiLevelRoIAlign", "fpn_levels", "roi_align"]
