@@ -44,8 +44,7 @@ import tensorflow as tf  # noqa: E402
 
 import zoo  # noqa: E402
 from training import TrainConfig, data, evaluate_detector, train  # noqa: E402
-from zoo.detection.proposals import sliding_windows  # noqa: E402
-from zoo.detection.sizing import has_rpn  # noqa: E402
+from zoo.detection.sizing import has_rpn, sliding_window_proposals  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 MODELS = ("fast_rcnn_resnet50", "fast_rcnn_vgg16", "faster_rcnn_resnet50")
@@ -86,16 +85,9 @@ def default_windows(image_size):
 
 def window_proposals(tiers, aspect_ratios):
     """`images -> [N, 4]`: sliding windows, small sides on a fine grid and large ones on a coarse one."""
-
-    def proposals(images):
-        shape = tf.shape(images)
-        return tf.concat(
-            [sliding_windows(shape[1], shape[2], stride=stride, scales=scales, aspect_ratios=aspect_ratios)
-             for stride, scales in tiers],
-            axis=0,
-        )
-
-    return proposals
+    per_tier = [sliding_window_proposals(stride=stride, scales=scales, aspect_ratios=aspect_ratios)
+                for stride, scales in tiers]
+    return lambda images: tf.concat([proposals(images) for proposals in per_tier], axis=0)
 
 
 def machine():
