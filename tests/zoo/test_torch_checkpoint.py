@@ -1,0 +1,387 @@
+"""zoo.torch_checkpoint without torch: checkpoints written here by hand in torch's zip and legacy
+formats (the same pickle opcodes torch.save writes, through stand-ins that name torch's functions
+without importing torch) read back with their values, dtypes, shapes, strides and shared storages;
+pickles that ask for any other callable are refused without running it.
+bench/torch_checkpoint_parity.py checks the reader against files written by torch itself."""
+
+import collections
+import io
+import os
+import pickle
+import struct
+import sys
+import zipfile
+
+import numpy as np
+import pytest
+
+from zoo import torch_checkpoint
+from zoo.torch_checkpoint import TorchCheckpointError, read_checkpoint, read_state_dict
+
+# --------------------------------------------------------------------------- a tiny torch.save
+
+
+class Global:
+    """A name the pickle refers to (GLOBAL module name), written without importing it."""
+
+    def __init__(self, module, name):
+        self.module, self.name = module, name
+
+    def __call__(self, *args):  # pickle's save_reduce wants a callable; never called
+        raise AssertionError("a stand-in is never called")
+
+
+class Call:
+    """`function(*args)` in the pickle (REDUCE)."""
+
+    def __init__(self, function, *args):
+        self.function, self.args = function, args
+
+    def __reduce__(self):
+        return self.function, self.args
+
+
+class Storage:
+    """A torch storage: its elements (a 1-D array of the storage's dtype) under `key`."""
+
+    def __init__(self, type_name, values, key):
+        self.type_name, self.values, self.key = type_name, np.ascontiguousarray(values), key
+
+
+def tensor(storage, offset, size, stride, *, metadata=None, function="_rebuild_tensor_v2"):
+    args = (storage, offset, tuple(size), tuple(stride), False, collections.OrderedDict())
+    return Call(Global("torch._utils", function), *(args + ((metadata,) if metadata is not None else ())))
+
+
+def parameter(data, *, with_state=False):
+    if with_state:
+        return Call(Global("torch._utils", "_rebuild_parameter_with_state"), data, True, collections.OrderedDict(), {})
+    return Call(Global("torch._utils", "_rebuild_parameter"), data, True, collections.OrderedDict())
+
+
+def contiguous(type_name, values, key):
+    """A tensor that owns its storage, as `torch.save` writes one."""
+    values = np.asarray(values)
+    strides = [int(np.prod(values.shape[i + 1:])) for i in range(values.ndim)]
+    return tensor(Storage(type_name, values.reshape(-1), key), 0, values.shape, strides)
+
+
+class TorchPickler(pickle._Pickler):
+    """The pure-Python pickler, with `Global` written as GLOBAL and storages as persistent ids."""
+
+    dispatch = pickle._Pickler.dispatch.copy()
+
+    def __init__(self, file, *, legacy):
+        super().__init__(file, protocol=2)
+        self.legacy, self.storages = legacy, {}
+
+    def save_global_name(self, obj):
+        self.write(pickle.GLOBAL + f"{obj.module}\n{obj.name}\n".encode())
+        self.memoize(obj)
+
+    dispatch[Global] = save_global_name
+
+    def persistent_id(self, obj):
+        if not isinstance(obj, Storage):
+            return None
+        self.storages[obj.key] = obj
+        pid = ("storage", Global("torch", obj.type_name), obj.key, "cpu", obj.values.size)
+        return pid + (None,) if self.legacy else pid
+
+
+def pickled(obj, *, legacy=False):
+    buffer = io.BytesIO()
+    pickler = TorchPickler(buffer, legacy=legacy)
+    pickler.dump(obj)
+    return buffer.getvalue(), pickler.storages
+
+
+def write_zip(path, obj, *, folder="archive", byteorder="little", members=None):
+    """`obj` in torch's zip format (torch >= 1.6)."""
+    data, storages = pickled(obj)
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr(f"{folder}/data.pkl", data)
+        if byteorder is not None:
+            archive.writestr(f"{folder}/byteorder", byteorder)
+        archive.writestr(f"{folder}/version", "3\n")
+        for key, storage in storages.items():
+            order = "<" if byteorder in ("little", None) else ">"
+            archive.writestr(f"{folder}/data/{key}", storage.values.astype(storage.values.dtype.newbyteorder(order)).tobytes())
+        for name, content in (members or {}).items():
+            archive.writestr(f"{folder}/{name}", content)
+    return path
+
+
+def write_legacy(path, obj, *, data=None):
+    """`obj` in torch's legacy format (`_use_new_zipfile_serialization=False`, torch < 1.6)."""
+    body, storages = pickled(obj, legacy=True)
+    with open(path, "wb") as handle:
+        for header in (torch_checkpoint.LEGACY_MAGIC_NUMBER, torch_checkpoint.LEGACY_PROTOCOL_VERSION,
+                       {"protocol_version": 1001, "little_endian": True, "type_sizes": {"short": 2, "int": 4, "long": 8}}):
+            pickle.dump(header, handle, protocol=2)
+        handle.write(body)
+        keys = sorted(storages)
+        pickle.dump(keys, handle, protocol=2)
+        for key in keys:
+            values = storages[key].values
+            handle.write(struct.pack("<q", values.size) + values.astype(values.dtype.newbyteorder("<")).tobytes())
+        handle.write(data or b"")
+    return path
+
+
+WRITERS = {"zip": write_zip, "legacy": write_legacy}
+
+
+def bfloat16_bits(values):
+    """The bfloat16 storage of float32 values that bfloat16 holds exactly."""
+    return (np.asarray(values, np.float32).view(np.uint32) >> 16).astype(np.uint16)
+
+
+# --------------------------------------------------------------------------- reading
+
+
+@pytest.fixture(params=sorted(WRITERS))
+def write(request):
+    return WRITERS[request.param]
+
+
+def test_every_dtype_reads_back_with_its_values(write, tmp_path, rng):
+    values = {
+        "float32": rng.normal(size=(2, 3)).astype(np.float32),
+        "float64": rng.normal(size=(4,)),
+        "float16": rng.normal(size=(3, 1)).astype(np.float16),
+        "int64": np.array([-(2**40), 0, 7], np.int64),
+        "int32": np.array([[-5, 2**30]], np.int32),
+        "int16": np.array([-300, 300], np.int16),
+        "int8": np.array([-128, 127], np.int8),
+        "uint8": np.array([0, 255], np.uint8),
+        "bool": np.array([True, False, True]),
+    }
+    types = {"float32": "FloatStorage", "float64": "DoubleStorage", "float16": "HalfStorage", "int64": "LongStorage",
+             "int32": "IntStorage", "int16": "ShortStorage", "int8": "CharStorage", "uint8": "ByteStorage",
+             "bool": "BoolStorage"}
+    state = collections.OrderedDict((name, contiguous(types[name], array, str(i))) for i, (name, array) in enumerate(values.items()))
+    bfloat = np.array([1.0, -2.5, 3.140625, 2.0**100], np.float32)  # exact in bfloat16
+    state["bfloat16"] = tensor(Storage("BFloat16Storage", bfloat16_bits(bfloat), "99"), 0, (4,), (1,))
+    state["scalar"] = tensor(Storage("LongStorage", np.array([12], np.int64), "100"), 0, (), ())
+    state["empty"] = tensor(Storage("FloatStorage", np.zeros(0, np.float32), "101"), 0, (0, 3), (3, 1))
+
+    read = read_state_dict(write(tmp_path / "model.pth", state))
+
+    assert list(read) == list(values) + ["bfloat16", "scalar", "empty"]  # the file's order
+    for name, expected in values.items():
+        assert read[name].dtype == expected.dtype and read[name].shape == expected.shape, name
+        np.testing.assert_array_equal(read[name], expected)
+    assert read["bfloat16"].dtype == np.float32
+    np.testing.assert_array_equal(read["bfloat16"], bfloat)
+    assert read["scalar"].shape == () and read["scalar"] == 12 and read["scalar"].dtype == np.int64
+    assert read["empty"].shape == (0, 3) and read["empty"].dtype == np.float32
+    assert all(array.flags.c_contiguous and array.dtype.isnative for array in read.values())
+
+
+def test_non_contiguous_strides_and_shared_storages_with_offsets(write, tmp_path):
+    storage = Storage("FloatStorage", np.arange(24, dtype=np.float32), "0")
+    full = np.arange(24, dtype=np.float32)
+    state = {
+        "matrix": tensor(storage, 0, (4, 6), (6, 1)),
+        "transposed": tensor(storage, 0, (6, 4), (1, 6)),  # matrix.t()
+        "column": tensor(storage, 2, (4,), (6,)),  # matrix[:, 2]
+        "block": tensor(storage, 7, (2, 3), (6, 2)),  # matrix[1:3, 1::2]
+        "expanded": tensor(storage, 5, (3, 2), (0, 1)),  # a stride of 0 repeats
+        "tail": tensor(storage, 20, (4,), (1,)),
+    }
+    read = read_state_dict(write(tmp_path / "views.pth", state))
+    matrix = full.reshape(4, 6)
+    np.testing.assert_array_equal(read["matrix"], matrix)
+    np.testing.assert_array_equal(read["transposed"], matrix.T)
+    np.testing.assert_array_equal(read["column"], matrix[:, 2])
+    np.testing.assert_array_equal(read["block"], matrix[1:3, 1::2])
+    np.testing.assert_array_equal(read["expanded"], np.broadcast_to(full[5:7], (3, 2)))
+    np.testing.assert_array_equal(read["tail"], full[20:])
+    assert all(array.flags.c_contiguous and array.flags.owndata for array in read.values())
+    read["transposed"][0, 0] = -1  # copies: nothing else changes
+    assert read["matrix"][0, 0] == 0
+
+
+def test_parameters_and_training_checkpoints(write, tmp_path):
+    weight = contiguous("FloatStorage", np.ones((2, 2), np.float32), "0")
+    bias = contiguous("FloatStorage", np.zeros(2, np.float32), "1")
+    checkpoint = {"model": collections.OrderedDict(weight=parameter(weight), bias=parameter(bias, with_state=True)),
+                  "epoch": 3, "name": "run", "blob": b"\x00\xffbytes", "lr": [0.1, (1, None)]}
+    path = write(tmp_path / "checkpoint.pth", checkpoint)
+
+    everything = read_checkpoint(path)
+    assert everything["epoch"] == 3 and everything["blob"] == b"\x00\xffbytes" and everything["lr"] == [0.1, (1, None)]
+    assert type(everything["model"]) is dict
+    state = read_state_dict(path, key="model")
+    np.testing.assert_array_equal(state["weight"], np.ones((2, 2)))
+    with pytest.raises(ValueError, match=r"pass key= one of \['model'\]"):
+        read_state_dict(path)
+    with pytest.raises(ValueError, match="key='optimizer' is not in the checkpoint"):
+        read_state_dict(path, key="optimizer")
+
+
+def test_the_zip_folder_name_varies_and_big_endian_files_read(tmp_path):
+    values = np.array([[1.5, -2.0], [3.25, 4.0]], np.float32)
+    state = {"w": contiguous("FloatStorage", values, "0"),
+             "b": tensor(Storage("BFloat16Storage", bfloat16_bits([1.0, -3.0]), "1"), 0, (2,), (1,)),
+             "n": contiguous("LongStorage", np.array([1, -2], np.int64), "2")}
+    for byteorder in ("big", "little", None):  # None: no byteorder record (torch < 2.1), little-endian
+        path = write_zip(tmp_path / f"{byteorder}.pth", state, folder=f"resnet_{byteorder}", byteorder=byteorder)
+        read = read_state_dict(path)
+        np.testing.assert_array_equal(read["w"], values)
+        np.testing.assert_array_equal(read["b"], [1.0, -3.0])
+        np.testing.assert_array_equal(read["n"], [1, -2])
+        assert all(array.dtype.isnative for array in read.values())
+
+
+def test_no_torch_is_imported(tmp_path):
+    path = write_zip(tmp_path / "model.pth", {"w": contiguous("FloatStorage", np.ones(2, np.float32), "0")})
+    before = set(sys.modules)
+    read_state_dict(path)
+    assert not {name for name in set(sys.modules) - before if name.split(".")[0] in ("torch", "torchvision")}
+
+
+# --------------------------------------------------------------------------- refusals
+
+
+def run_marker(marker):
+    """Callables that would leave `marker` behind if the pickle's request were granted."""
+    return {
+        "os.system": Call(Global("os", "system"), f"touch {marker}"),
+        "posix.system": Call(Global("posix", "system"), f"touch {marker}"),
+        "builtins.eval": Call(Global("builtins", "eval"), f"open({str(marker)!r}, 'w').close()"),
+        "builtins.exec": Call(Global("builtins", "exec"), f"open({str(marker)!r}, 'w').close()"),
+        "subprocess.Popen": Call(Global("subprocess", "Popen"), ["touch", str(marker)]),
+        "__builtin__.eval": Call(Global("__builtin__", "eval"), f"open({str(marker)!r}, 'w').close()"),
+    }
+
+
+@pytest.mark.parametrize("name", sorted(run_marker("x")))
+def test_a_pickle_asking_for_another_callable_is_refused_without_running_it(write, name, tmp_path):
+    marker = tmp_path / "it_ran"
+    weight = contiguous("FloatStorage", np.ones(2, np.float32), "0")
+    state = collections.OrderedDict(weight=weight, evil=run_marker(marker)[name])
+    path = write(tmp_path / "evil.pth", state)
+    with pytest.raises(ValueError, match=rf"asks for {name}, which a state dict does not need.*refused") as caught:
+        read_state_dict(path)
+    assert isinstance(caught.value, TorchCheckpointError) and str(path) in str(caught.value)
+    assert not marker.exists()
+
+
+def test_a_hostile_call_hidden_inside_a_tensor_is_refused(tmp_path):
+    marker = tmp_path / "it_ran"
+    storage = Storage("FloatStorage", np.ones(2, np.float32), "0")
+    hooks = collections.OrderedDict(hook=Call(Global("os", "system"), f"touch {marker}"))
+    state = {"w": Call(Global("torch._utils", "_rebuild_tensor_v2"), storage, 0, (2,), (1,), False, hooks)}
+    with pytest.raises(ValueError, match="os.system"):
+        read_state_dict(write_zip(tmp_path / "hooks.pth", state))
+    assert not marker.exists()
+
+
+def test_modules_and_unsupported_tensors_are_refused_by_name(tmp_path):
+    model = Call(Global("torchvision.models.detection.faster_rcnn", "FasterRCNN"))
+    with pytest.raises(ValueError, match=r"faster_rcnn.FasterRCNN, which .*\(a pickled module.*save model.state_dict\(\) instead"):
+        read_checkpoint(write_zip(tmp_path / "model.pth", {"model": model}))
+    quantized = tensor(Storage("QInt8Storage", np.ones(2, np.int8), "0"), 0, (2,), (1,))
+    with pytest.raises(ValueError, match=r"torch.QInt8Storage.*storage type this reader does not support"):
+        read_checkpoint(write_zip(tmp_path / "quantized.pth", {"q": quantized}))
+    sparse = Call(Global("torch._utils", "_rebuild_sparse_tensor"), 1)
+    with pytest.raises(ValueError, match=r"_rebuild_sparse_tensor, which .*\(a kind of tensor"):
+        read_checkpoint(write_zip(tmp_path / "sparse.pth", {"s": sparse}))
+    negative = tensor(Storage("FloatStorage", np.ones(2, np.float32), "0"), 0, (2,), (1,), metadata={"neg": True})
+    with pytest.raises(ValueError, match="conjugate or negative bit"):
+        read_checkpoint(write_zip(tmp_path / "negative.pth", {"n": negative}))
+    script = write_zip(tmp_path / "script.pt", {}, members={"code/__torch__.py": "def forward(self): ...", "constants.pkl": b""})
+    with pytest.raises(ValueError, match="TorchScript"):
+        read_checkpoint(script)
+
+
+def test_the_pickle_cannot_change_the_stand_ins(tmp_path):
+    """BUILD (setstate) on what find_class returns fails, so a file cannot retarget them."""
+    for target in (Global("torch", "FloatStorage"), Global("torch._utils", "_rebuild_tensor_v2")):
+        data = b"\x80\x02" + b"c" + f"{target.module}\n{target.name}\n".encode() + b"N}X\x05\x00\x00\x00dtypeX\x01\x00\x00\x00Os\x86b."
+        path = tmp_path / "build.pth"
+        with zipfile.ZipFile(path, "w") as archive:
+            archive.writestr("archive/data.pkl", data)
+        with pytest.raises(ValueError, match="not a readable PyTorch checkpoint"):
+            read_checkpoint(path)
+    assert torch_checkpoint.STORAGE_TYPES["FloatStorage"] == ("f4", "float32")
+
+
+def test_malformed_tensors_and_storages_are_refused(tmp_path):
+    storage = Storage("FloatStorage", np.arange(6, dtype=np.float32), "0")
+    cases = {
+        "reaches element 6 of a storage of 6": tensor(storage, 1, (2, 3), (3, 1)),
+        "storage_offset must be an int >= 0": tensor(storage, -1, (2,), (1,)),
+        "size and stride tuples": tensor(storage, 0, (2, 3), (1,)),
+        "expected \\(storage": Call(Global("torch._utils", "_rebuild_tensor_v2"), "storage", 0, (1,), (1,), False, {}),
+    }
+    for message, bad in cases.items():
+        with pytest.raises(ValueError, match=message):
+            read_checkpoint(write_zip(tmp_path / "bad.pth", {"bad": bad}))
+
+    missing = tmp_path / "missing.pth"
+    write_zip(missing, {"w": contiguous("FloatStorage", np.ones(4, np.float32), "0")})
+    with zipfile.ZipFile(missing) as source, zipfile.ZipFile(tmp_path / "short.pth", "w") as target:
+        for info in source.infolist():
+            content = source.read(info)
+            target.writestr(info.filename, content[:8] if info.filename.endswith("data/0") else content)
+    with pytest.raises(ValueError, match="holds 8 bytes, storage 0 needs 4 x 4"):
+        read_checkpoint(tmp_path / "short.pth")
+
+
+def test_not_checkpoints_are_refused_clearly(tmp_path):
+    text = tmp_path / "notes.pth"
+    text.write_text("hello")
+    with pytest.raises(ValueError, match="not a PyTorch checkpoint"):
+        read_checkpoint(text)
+    other_zip = tmp_path / "model.keras"
+    with zipfile.ZipFile(other_zip, "w") as archive:
+        archive.writestr("config.json", "{}")
+    with pytest.raises(ValueError, match="without exactly one <folder>/data.pkl"):
+        read_checkpoint(other_zip)
+    tar = tmp_path / "old.pth"
+    tar.write_bytes(bytes(257) + b"ustar" + bytes(250))
+    with pytest.raises(ValueError, match="tar format of torch < 0.4"):
+        read_checkpoint(tar)
+    not_a_dict = write_zip(tmp_path / "list.pth", [1, 2])
+    with pytest.raises(ValueError, match="holds a list, not a state dict"):
+        read_state_dict(not_a_dict)
+
+
+def test_truncated_legacy_files_are_refused(tmp_path):
+    path = write_legacy(tmp_path / "model.pth", {"w": contiguous("FloatStorage", np.ones(8, np.float32), "0")})
+    whole = path.read_bytes()
+    for cut in (len(whole) - 4, len(whole) - 40, 30, 60):
+        path.write_bytes(whole[:cut])
+        with pytest.raises(ValueError):
+            read_checkpoint(path)
+
+
+def test_a_pickle_claiming_a_huge_length_is_refused_without_allocating_it(tmp_path):
+    path = tmp_path / "claims.pth"
+    with open(path, "wb") as handle:
+        pickle.dump(torch_checkpoint.LEGACY_MAGIC_NUMBER, handle, protocol=2)
+        pickle.dump(torch_checkpoint.LEGACY_PROTOCOL_VERSION, handle, protocol=2)
+        pickle.dump({}, handle, protocol=2)
+        handle.write(b"\x80\x04\x8e" + (2**40).to_bytes(8, "little") + b"abc")  # BINBYTES8 of 1 TiB
+    with pytest.raises(ValueError, match="truncated or corrupt"):
+        read_checkpoint(path)
+
+
+def test_a_zip_bomb_and_a_tensor_repeated_without_end_are_refused(tmp_path):
+    bomb = tmp_path / "bomb.pth"
+    data, _ = pickled({"w": tensor(Storage("FloatStorage", np.zeros(2**22, np.float32), "0"), 0, (2**22,), (1,))})
+    with zipfile.ZipFile(bomb, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("archive/data.pkl", data)
+        archive.writestr("archive/data/0", bytes(2**24))  # 16 MiB of zeros in about 16 KB
+    assert bomb.stat().st_size < 100_000
+    with pytest.raises(ValueError, match=r"past 1,048,576 bytes.*ZOO_MAX_ARCHIVE_BYTES"):
+        read_checkpoint(bomb, max_bytes=2**20)
+    assert read_state_dict(bomb, max_bytes=2**26)["w"].shape == (2**22,)  # a limit that fits
+
+    repeated = write_zip(tmp_path / "repeated.pth", {"w": tensor(Storage("FloatStorage", np.ones(1, np.float32), "0"),
+                                                                 0, (2**20, 2**20), (0, 0))})
+    with pytest.raises(ValueError, match=r"a tensor of size \(1048576, 1048576\) would take"):
+        read_checkpoint(repeated)
