@@ -19,6 +19,7 @@ import pytest
 from ai_edge_litert.interpreter import Interpreter
 
 import zoo
+from layers import compat
 from layers.image_resize import resize_image
 from zoo import cli
 from zoo.export_formats import FORMATS, METADATA_KEY, export_as, export_onnx, export_tflite
@@ -63,7 +64,7 @@ def calibrated(model, rng):
     pixels (every layer before it already normalised), as precise batch norm would: a random
     network's activations then keep their scale through every layer, so its outputs depend on
     its input (with made-up statistics MobileNet-v2's pooled features hardly do)."""
-    norms = [layer for layer in model._flatten_layers() if isinstance(layer, keras.layers.BatchNormalization)]
+    norms = [layer for layer in compat.flatten_layers(model) if isinstance(layer, keras.layers.BatchNormalization)]
     settings = [(layer.momentum, layer.trainable) for layer in norms]
     for layer in norms:
         layer.momentum, layer.trainable = 0.0, True
