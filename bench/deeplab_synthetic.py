@@ -38,6 +38,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import zoo  # noqa: E402
+from layers.files import write_atomically  # noqa: E402
 from training import TrainConfig, data, evaluate_segmenter, train  # noqa: E402
 from zoo.segmentation.visualize import blend  # noqa: E402
 
@@ -61,18 +62,6 @@ def parse_args(argv=None):
     parser.add_argument("--out", default=None, help="the training run's directory (default: a temporary one)")
     parser.add_argument("--results", default=str(RESULTS), help="where the .md and .png go")
     return parser.parse_args(argv)
-
-
-def write_atomically(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
-    os.close(handle)
-    try:
-        write(Path(temporary))
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 def picture(model, source, image_size, count=6) -> np.ndarray:

@@ -47,7 +47,7 @@ sys.path.insert(0, str(ROOT))
 RESULTS = ROOT / "bench" / "results"
 
 from bench.voc_cli import _machine, _zoo  # noqa: E402  the CPU, its flags; a CLI verb in its own process
-from training.callbacks import write_atomically  # noqa: E402
+from layers.files import write_atomically  # noqa: E402
 
 MODEL = "lenet5"
 IMAGE_SIZE = 32  # LeNet-5's own (zoo describe lenet5): each 8 x 8 scan pixel becomes 4 x 4

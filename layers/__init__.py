@@ -8,11 +8,13 @@
 - `boxes`: IoU, box encoding, clipping, conversions and per-class NMS.
 - `image_resize`: an image of any size -> a model's fixed input ("stretch" or aspect-keeping
   "letterbox"), with its mask, and the scale that maps boxes back to the original pixels.
+- `files.write_atomically`: a file or folder written into a hidden temporary sibling and renamed
+  into place, for `training`'s checkpoints and records and `zoo`'s exports alike.
 - `detection_contract`: what a detector is (Fast or Faster R-CNN, its inputs, outputs and layer
   names), answered from the built model, for `zoo` and `training` alike.
 """
 
-from layers import boxes, detection_contract, image_resize, resample
+from layers import boxes, detection_contract, files, image_resize, resample
 from layers.aspp import ASPP, atrous_rates_for
 from layers.preprocessing import PRESETS, PixelNormalization
 from layers.resample import ResizeBilinear, crop_and_resize, resize_bilinear
@@ -28,6 +30,7 @@ __all__ = [
     "boxes",
     "crop_and_resize",
     "detection_contract",
+    "files",
     "image_resize",
     "resample",
     "resize_bilinear",

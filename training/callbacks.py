@@ -18,46 +18,12 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
-from typing import Callable
 
 import keras
 
+from layers.files import write_atomically
+
 BACKUP_PATTERN = re.compile(r"^epoch-(\d{4,})$")
-
-
-def write_atomically(path: str | os.PathLike, write: Callable[[str], object]) -> Path:
-    """`write(temporary)` into a temporary file in `path`'s directory, then a rename to `path`.
-
-    The temporary file is `.NAME.<8 random characters>.SUFFIX` (`.best.k3j4h5g6.keras`). Such
-    files that nothing has written to for an hour are left by a write killed before its rename
-    (SIGKILL): each write removes them from its directory first (only that pattern, only regular
-    files; age rather than a process id decides, as the folder may be shared between machines).
-    The written file gets the umask's usual mode, not `mkstemp`'s 0600.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-    os.close(handle)
-    # The new file's time is the file system's "now", whichever machine's clock that is.
-    stale_before = os.stat(temporary).st_mtime - 3600
-    leftover = re.compile(r"\..+\.[a-z0-9_]{8}" + re.escape(path.suffix))
-    for entry in os.scandir(path.parent):
-        try:
-            if (leftover.fullmatch(entry.name) and entry.is_file(follow_symlinks=False)
-                    and entry.stat(follow_symlinks=False).st_mtime < stale_before):
-                os.remove(entry.path)
-        except OSError:
-            pass
-    try:
-        write(temporary)
-        mask = os.umask(0o022)
-        os.umask(mask)
-        os.chmod(temporary, 0o666 & ~mask)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-    return path
 
 
 def save_model_atomically(model: keras.Model, path: str | os.PathLike) -> Path:

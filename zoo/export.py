@@ -54,7 +54,6 @@ from __future__ import annotations
 import copy
 import json
 import os
-import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -66,8 +65,8 @@ import tensorflow as tf
 from layers import compat
 from layers.detection_contract import IMAGES, ROIS, is_detector, takes_rois
 from layers.image_resize import check_resize, resize_batch
+from layers.files import write_atomically
 from zoo.tasks import TASKS
-from zoo.weights import apply_umask, remove_stale_temporaries
 
 COMPUTE_DTYPES = {"float16": "mixed_float16", "bfloat16": "mixed_bfloat16"}
 PROPOSAL_METHODS = ("sliding_windows",)
@@ -587,7 +586,10 @@ def export(
             "proposal_options": _jsonable(proposal_options),
         },
     }
-    _write_atomically(target, lambda path: _write(module, endpoint, path, metadata))
+    # Folders of exports killed before their rename (`.NAME.<random>.partial`, nothing written in
+    # them for an hour) are removed, or they would stay for good, each as large as a SavedModel.
+    write_atomically(target, lambda path: _write(module, endpoint, path, metadata), suffix=".partial",
+                     directory=True)
     return target
 
 
@@ -631,37 +633,3 @@ def _write(module, endpoint, path: Path, metadata: dict) -> None:
         if staging is not None:
             shutil.rmtree(staging, ignore_errors=True)
     (path / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n", encoding="utf-8")
-
-
-def _write_atomically(target: Path, write) -> None:
-    """`write(temporary)` into a hidden sibling of `target`, then rename it to `target`.
-
-    An existing `target` is moved aside first and removed only once the new directory is in
-    place; if anything fails, the temporary directory is removed and the old `target` stays.
-    Stale temporary folders of killed exports in the same parent are removed first
-    (`zoo.weights.remove_stale_temporaries`), and the new folder gets the umask's usual mode.
-    """
-    target.parent.mkdir(parents=True, exist_ok=True)
-    # Folders of exports killed before their rename (`.NAME.<random>.partial`, nothing written in
-    # them for an hour) would otherwise stay for good, each as large as a SavedModel.
-    remove_stale_temporaries(target.parent, re.compile(r"\..+\.[a-z0-9_]{8}\.partial"))
-    temporary = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".partial"))
-    old = None
-    try:
-        write(temporary)
-        apply_umask(temporary, directory=True)  # mkdtemp's 0700 would hide it from a server's user
-        if target.exists():
-            old = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".old"))
-            os.rmdir(old)
-            os.replace(target, old)
-        try:
-            os.replace(temporary, target)
-        except BaseException:
-            if old is not None:
-                os.replace(old, target)
-                old = None
-            raise
-    finally:
-        shutil.rmtree(temporary, ignore_errors=True)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)

@@ -28,7 +28,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -37,8 +36,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from layers.files import write_atomically
 from zoo.export import LABEL_FIRST_ID, export, serving_function
-from zoo.weights import apply_umask, remove_stale_temporaries
 
 FORMATS = ("saved_model", "onnx", "tflite")
 SUFFIXES = {"onnx": ".onnx", "tflite": ".tflite"}
@@ -314,21 +313,13 @@ def _metadata(model, settings, signature, names, *, options):
 
 
 def _write_file_atomically(target: Path, data: bytes) -> None:
-    """`data` into a hidden sibling of `target`, renamed to `target` once complete.
+    """`data` into a hidden sibling of `target` (`.NAME.<random>.partial`), synced to the disk
+    and renamed to `target` once complete (`layers.files.write_atomically`)."""
 
-    Stale temporaries of killed exports in the same folder are removed first
-    (`zoo.weights.remove_stale_temporaries`), and the file gets the umask's usual mode.
-    """
-    target.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(target.parent, re.compile(r"\..+\.[a-z0-9_]{8}\.partial"))
-    handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".partial")
-    try:
-        with os.fdopen(handle, "wb") as stream:
+    def write(temporary):
+        with open(temporary, "wb") as stream:
             stream.write(data)
             stream.flush()
             os.fsync(stream.fileno())
-        apply_umask(temporary)  # mkstemp's 0600 would hide it from a server's user
-        os.replace(temporary, target)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+
+    write_atomically(target, write, suffix=".partial")

@@ -244,6 +244,9 @@ class WeightsDownloadError(IOError):
 
 
 # --------------------------------------------------------------------------- temporary files
+# Every other write of the zoo goes through `layers.files.write_atomically`, which removes its
+# own stale temporaries the same way; a download cannot, as this module imports without
+# TensorFlow (`zoo describe` reads it, and the download runs in processes without it).
 
 # A temporary file or folder that nobody has written to for this long belongs to a write that was
 # killed before its rename (SIGKILL, power loss): a running download or export writes far more often.
