@@ -387,9 +387,7 @@ def _load_legacy(path: Path, handle, budget: _Budget):
     for what in ("magic number", "protocol version", "system information"):
         try:
             header.append(_RestrictedUnpickler(handle, legacy=True, allow_storages=False).load())
-        except TorchCheckpointError:
-            raise
-        except Exception as error:  # any unpickling error: this is not a checkpoint at all
+        except Exception as error:  # any unpickling error or refusal: this is not a checkpoint at all
             raise TorchCheckpointError(
                 f"{path} is not a PyTorch checkpoint (neither torch's zip format nor its legacy pickle format; "
                 f"its {what} does not read: {type(error).__name__}: {error})"
@@ -482,10 +480,11 @@ def read_checkpoint(path: str | os.PathLike, *, max_bytes: int | None = None):
                     f"it again with a current torch"
                 )
             handle.seek(0)
-            if zipfile.is_zipfile(handle):
+            # As torch decides: a zip starts with a local file header. (`zipfile.is_zipfile` also
+            # looks for an end record in the last 64 KiB, which a legacy file's raw floats may hold.)
+            if start.startswith(b"PK\x03\x04"):
                 result, arrays = _load_zip(path, budget)
             else:
-                handle.seek(0)
                 result, arrays = _load_legacy(path, handle, budget)
         return _unwrap(result, arrays, budget)
     except TorchCheckpointError as error:

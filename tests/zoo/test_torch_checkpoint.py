@@ -385,3 +385,20 @@ def test_a_zip_bomb_and_a_tensor_repeated_without_end_are_refused(tmp_path):
                                                                  0, (2**20, 2**20), (0, 0))})
     with pytest.raises(ValueError, match=r"a tensor of size \(1048576, 1048576\) would take"):
         read_checkpoint(repeated)
+
+
+def test_a_legacy_file_ending_like_a_zip_is_still_read_as_legacy(tmp_path):
+    """Raw storage bytes may hold a zip end record; the format is decided by the first bytes."""
+    tail = np.frombuffer(b"PK\x05\x06" + bytes(18), np.uint8)
+    path = write_legacy(tmp_path / "model.pth", {"tail": contiguous("ByteStorage", tail, "0")})
+    assert zipfile.is_zipfile(path)
+    np.testing.assert_array_equal(read_state_dict(path)["tail"], tail)
+
+
+def test_a_refused_name_before_the_magic_number_says_it_is_no_checkpoint(tmp_path):
+    marker = tmp_path / "it_ran"
+    path = tmp_path / "evil.pth"
+    path.write_bytes(pickled(Call(Global("os", "system"), f"touch {marker}"))[0])
+    with pytest.raises(ValueError, match=r"not a PyTorch checkpoint.*asks for os.system"):
+        read_checkpoint(path)
+    assert not marker.exists()
