@@ -4,6 +4,7 @@ without importing torch) read back with their values, dtypes, shapes, strides an
 pickles that ask for any other callable are refused without running it.
 bench/torch_checkpoint_parity.py checks the reader against files written by torch itself."""
 
+import base64
 import collections
 import io
 import os
@@ -11,6 +12,7 @@ import pickle
 import struct
 import sys
 import zipfile
+import zlib
 
 import numpy as np
 import pytest
@@ -402,3 +404,62 @@ def test_a_refused_name_before_the_magic_number_says_it_is_no_checkpoint(tmp_pat
     with pytest.raises(ValueError, match=r"not a PyTorch checkpoint.*asks for os.system"):
         read_checkpoint(path)
     assert not marker.exists()
+
+
+# --------------------------------------------------------------------------- files torch wrote
+# torch 2.14's own torch.save of a small state dict (zlib + base64), so that the suite reads real
+# torch output without torch: an OrderedDict with `_metadata` (set by BUILD), BatchNorm buffers
+# with num_batches_tracked, bfloat16 and a transposed int32. Made with:
+#   m = nn.Sequential(nn.Linear(3, 2), nn.BatchNorm1d(2)); weight = arange(6).view(2, 3) / 8,
+#   bias = [0.5, -0.25], running_mean 0.125, num_batches_tracked 7; sd = m.state_dict();
+#   sd["bf16"] = tensor([1.5, -2.0], bfloat16); sd["transposed"] = arange(6, int32).view(2, 3).t()
+#   torch.save(sd, f, _use_new_zipfile_serialization=True / False)
+TORCH_ZIP = (
+    "eNrFls1vG0UYxsd2YjumzRdtkwYopaTUaVPH67XXTvNVTFkoW2iyobDqxVrbW3tVZ53XO04FUqRIKJG4IU49cYEDN44gDigH/gEO"
+    "cELi0APixA1xQszsbJydKYlT+8BIK8v2/p7nmZ2Z991VLTKAUDyOnhqjaByZrUrd3rLmqiY2U5sPG2pxGN3nxk64Umk2GlYF203H"
+    "TdxtVa2WVb1lV3AC0IwOoaRBtdOpR5Zdq2MIV3CTiKZKbWw33ESpZZXbdqNawpbjNlulrUwCIsmkESOMS+40axYMMCShNpomXmc/"
+    "JmDQCFFdiBoR8lnZbENMi2KIr2lIC2uRPRjSIlpoDxKf1mmO5zCc0uG0EfXClG3TheE6caoP1JmSBCP1mBbGMOop7MKYFtqFcUY/"
+    "j+GMDme9qUgHUznH8RmYYPykz5+n/BTjX8Dwog4vee4Sc7/A0TK8zOiLPv0KpS8x+lUM0zpcNoY9utV2HNuplTYs04HXOJUsXGEq"
+    "SV9lhqpcZSrXMMzqcN04zalsmS1IcSI5mGMiaV9EoiIZJiJjyOqQM856Ik57o1Q2caVuuSXcMisPrSooTMxfsztNp9ZZsrynr0CB"
+    "6IcwzBP9mRmmewPDgg6LBtmLqPxAUmCJkyl6ay8pHallTyoPKyzqTT/q6zRqkUm+geGWDm8aCXIjCee4m02X5FM54dvO4Y56y9Ms"
+    "wNt1byfdppoRLbwH72ghuqE0pnsHw7s6vNfehrvGEAHIQmCTHhBY9f5fSxr0+IC+DevePt6yWi45HPC+FnL9TXtvGz6od75L8OE2"
+    "GOR72G275dSqFos3rrpD62Rj02v1yCM6gZKdI5p60GxtmLjku6nFaeGk/veQqNu3f/76CQ1Cr6PdplD+0M0/nCWzYdecDcvBalE+"
+    "kaEwlCwNsPII/ggTi/CxAcbQSidA+SNsNWmxUYsLvfgejIaNccOiGXaXnpyn5zN6bIZhtMxVxbm0WrzRRwBfdhmhHXLtk4tMEl1c"
+    "oYmsr6YXJskPk10SzfKJJLWYRM/gT/x2fqB+//w1tEYN4l38Fnm/jFosoN7nv0P9vfl+thb9uQd/uT9/Nqi//dslqwf/bJ/+dM2X"
+    "qf/lH/Xve/DP/c/PX+nHPxZ4/pu//N7swT/fj//+Ctqn3rG1+09o8xno4n2T9y6oxcV+yo+3/0J+5Yv4/oP+81j6+9Ru9/M/gq51"
+    "MnWK/5WThpIT1OmnL2r3utffCyhz2AC86btWyyYd4GOTvv2V7KpaTD3j00hL8/l8QUnLOVlW5jNpKZuV04o0XyjMZzK5bDaTzSk5"
+    "WSnQlPqckU6SHEkvZYiG7eQMNszRp5KL77EiHWyAExz5ZQQd1WJFkWATm+Ib1wA6pnOKOsFGNMbpfB7Q6TRAEQ92jWEOPzeIhN4l"
+    "ssEOwLNfi6wkssHqwbOTUYHNiGyw8vLsY5GVRTZYNQXfmMBmT575scjmRDZYrQTfuMAqIhusNoKvyOZFNlgVePbMkMAWRDZ4zkf4"
+    "9Q2wR+zv4PG7wMHjCdSlMKxq0ejsQRmJXA8UL/7zmwj7/C5x0BaiXoeo+TNlb6iDUcaMePeze/8Fr2g3Lg=="
+)
+TORCH_LEGACY = (
+    "eNp1lNlu00AUhr2kSWtoKUuBspY9YQl2EjsJSwqlFIq7uiy+QZbjDLEhtXPscRFIkXrTCngGHoCnQH0dHgGJC2Zsd0kwI9nWnJn5"
+    "/nPG/8wm903o/Pk+93vq/Y+VyeImt/iLJ+8eMHl9nGGYru9hz/I6xgbyA8dzgSUT9FEy0nEw7iADuS3HdIH7ogskiD91kRE4n1EA"
+    "fA8yeX2IBAPb8zEMqZzOk57jYsiqGT1DGZ7bhpyaCUOiaRGZDrIwUQmEZb+FfNSadSwsAFPQgM3rw2SFWPyInLaNgbOw51t20Qix"
+    "0wkEw0fN0Om0DIzcwPONjZIAfD6v56g+mWm2EWTiJcJcxzPxWhwUYEgfI3PqlVK9VlcUpVyu1kuQjVK1uiHJLruEYXhVZVRO5bdh"
+    "ROVVdhuErzbN6hCGwxqM6tkotaZjBjBmE107Yw9yxYqkwBE7p3KENx7xtuCoym7BsZh1HMMJDSaiMqXdMk/+S6vJkiyLSq0GpxLa"
+    "6YQ2SWlnYtpZDOc0OB9lJsWZXUhlKXJNJJldTFhTCesSZV2OWVcwXNXgWrRMKvqh6zpu21hH5L9f/0+1FVkR4UbCzCfMAmXejJm3"
+    "MNzW4E5kpX3mhulD8X/IqliBuwlSTJASRZZiZBlDRQNZn4iQbrhuNE1s2SgwsG9aH1ALlBid+GCBuG/PBtW+TamWynJJhBpRY4la"
+    "nagVCrHKPQz3NXgQ+bf5juzcwz7oTOQuSdkDN/rBcpX6azop41FSxmNaxkws8ATDrAZP4/Pkm27Q9QKS+1yfzLy77+BnAwpluazA"
+    "czt27jxV4FVuG16oLDWwGqssYFjUYCnswbI+QpaT34nNlolNWInGV/M6iTKg9WAtOkW7F8BLlQ10lvodXvXgtb3Xl+BND3TS54Iw"
+    "aJID/ZZeIim2ZdP8x6XtP59WWSZtQ1NPWzbtaOfSnDqc5rURVOSY3bY5TZ/9ftzY5JtLvtmBMTqf3iTULENJn7adaWbnAIuyf2b7"
+    "0Q0SI89OIx6fOqhNY43B3P4CwEtbmA=="
+)
+
+
+@pytest.mark.parametrize("encoded", [TORCH_ZIP, TORCH_LEGACY], ids=["zip", "legacy"])
+def test_files_written_by_torch_read_back(encoded, tmp_path):
+    path = tmp_path / "torch.pth"
+    path.write_bytes(zlib.decompress(base64.b64decode("".join(encoded))))
+    state = read_state_dict(path)
+    assert list(state) == ["0.weight", "0.bias", "1.weight", "1.bias", "1.running_mean", "1.running_var",
+                           "1.num_batches_tracked", "bf16", "transposed"]
+    np.testing.assert_array_equal(state["0.weight"], np.arange(6, dtype=np.float32).reshape(2, 3) / 8)
+    np.testing.assert_array_equal(state["0.bias"], np.array([0.5, -0.25], np.float32))
+    np.testing.assert_array_equal(state["1.weight"], [1, 1])
+    np.testing.assert_array_equal(state["1.running_mean"], [0.125, 0.125])
+    assert state["1.num_batches_tracked"].shape == () and state["1.num_batches_tracked"] == 7
+    assert state["1.num_batches_tracked"].dtype == np.int64
+    np.testing.assert_array_equal(state["bf16"], np.array([1.5, -2.0], np.float32))
+    np.testing.assert_array_equal(state["transposed"], np.arange(6, dtype=np.int32).reshape(2, 3).T)
+    assert {array.dtype for array in state.values()} == {np.dtype(np.float32), np.dtype(np.int64), np.dtype(np.int32)}
