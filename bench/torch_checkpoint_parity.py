@@ -2,7 +2,7 @@
 
 Two roles in one script, as torch is never a dependency of the zoo:
 
-    python bench/torch_checkpoint_parity.py        # the zoo's Python: writes bench/results/torch_checkpoint_parity.{json,md}
+    python bench/torch_checkpoint_parity.py   # the zoo's Python; writes bench/results/torch_checkpoint_parity.{json,md}
     TORCH_PYTHON=/path/to/venv/bin/python python bench/torch_checkpoint_parity.py
 
 The zoo's side runs `$TORCH_PYTHON bench/torch_checkpoint_parity.py --write DIR` (default
@@ -217,7 +217,8 @@ def report(result: dict) -> str:
         f"# zoo.torch_checkpoint against torch.save ({result['date']})",
         "",
         f"Machine: {machine['cpu']}, {machine['cores']} cores; Python {machine['python']}, NumPy {machine['numpy']}; "
-        f"files written by torch {machine['torch']}, torchvision {machine['torchvision']} (bench/torch_checkpoint_parity.py).",
+        f"files written by torch {machine['torch']}, torchvision {machine['torchvision']} "
+        f"(bench/torch_checkpoint_parity.py).",
         "",
         "Every tensor compared with torch's own (`tensor.contiguous().numpy()`, bfloat16 as `.float()`): names and "
         "their order, dtype, shape and bytes.",

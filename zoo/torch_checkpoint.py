@@ -422,12 +422,14 @@ def _materialize(tensor: _Tensor, arrays: dict, budget: _Budget) -> np.ndarray:
     if tensor.storage.view is not None:
         start, count = tensor.storage.view
         base = base[start:start + count]
-    budget.take(math.prod(tensor.size) * np.dtype(tensor.storage.type.dtype).itemsize, f"a tensor of size {tensor.size}")
-    if math.prod(tensor.size) == 0:
+    count = math.prod(tensor.size)
+    budget.take(count * np.dtype(tensor.storage.type.dtype).itemsize, f"a tensor of size {tensor.size}")
+    if count == 0:
         values = np.zeros(tensor.size, dtype=base.dtype)
     else:
         strides = tuple(step * base.itemsize for step in tensor.stride)
-        values = np.array(as_strided(base[tensor.offset:], shape=tensor.size, strides=strides, writeable=False), order="C")
+        view = as_strided(base[tensor.offset:], shape=tensor.size, strides=strides, writeable=False)
+        values = np.array(view, order="C")  # a copy, C-contiguous whatever the strides
     values = values.astype(values.dtype.newbyteorder("="), copy=False)
     if tensor.storage.type.name == "BFloat16Storage":
         return (values.astype(np.uint32) << 16).view(np.float32)
