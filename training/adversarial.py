@@ -13,6 +13,7 @@ import keras
 import tensorflow as tf
 
 from layers import compat
+from training.steps import apply_gradients, track_loss
 
 
 class AdversarialModel(keras.Model):
@@ -63,11 +64,7 @@ class AdversarialModel(keras.Model):
             loss = (1.0 - self.ratio) * clean_loss + self.ratio * adversarial_loss
             # As Keras's own train_step: the logged loss is the global one, the applied one is
             # scaled for mixed precision. (Keras exposes no public hook for either.)
-            compat.loss_tracker(self).update_state(
-                compat.unscale_loss_for_distribution(loss), sample_weight=tf.shape(images)[0]
-            )
+            track_loss(self, compat.unscale_loss_for_distribution(loss), images)
             scaled = self.optimizer.scale_loss(loss)
-        variables = self.trainable_variables
-        gradients = tape.gradient(scaled, variables)
-        self.optimizer.apply_gradients(zip(gradients, variables))
+        apply_gradients(self, tape, scaled)
         return self.compute_metrics(images, labels, clean_predictions, sample_weight=sample_weight)

@@ -18,6 +18,7 @@ import keras
 import tensorflow as tf
 
 from layers import compat
+from training.steps import apply_gradients, track_loss
 
 
 class DetectorTrainer(keras.Model):
@@ -70,8 +71,8 @@ class DetectorTrainer(keras.Model):
         return total
 
     def _log(self, total, parts, images):
+        track_loss(self, total, images)
         batch = tf.shape(images)[0]
-        compat.loss_tracker(self).update_state(total, sample_weight=batch)
         for name, value in parts.items():
             self.part_trackers[name].update_state(value, sample_weight=batch)
         return self.get_metrics_result()
@@ -83,9 +84,7 @@ class DetectorTrainer(keras.Model):
             # As Keras's own train_step: replicas' gradients are summed, so each replica's loss
             # is divided by their number (weight decay included); mixed precision scales it.
             scaled = self.optimizer.scale_loss(compat.scale_loss_for_distribution(total))
-        variables = self.trainable_variables
-        gradients = tape.gradient(scaled, variables)
-        self.optimizer.apply_gradients(zip(gradients, variables))
+        apply_gradients(self, tape, scaled)
         return self._log(total, parts, images)
 
     def test_step(self, data):
