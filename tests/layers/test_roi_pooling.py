@@ -209,6 +209,7 @@ def test_rois_inside_the_image_fit_the_exact_table(rng):
         assert np.max(y_upper - y_lower) <= extent_y and np.max(x_upper - x_lower) <= extent_x
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["eager", "graph", "xla", "dynamic"])
 @pytest.mark.parametrize("inside", [True, False], ids=["exact table", "power-of-two table"])
 def test_gradient_ties_go_to_the_first_cell_in_row_major_order(rng, mode, inside):

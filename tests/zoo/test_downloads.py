@@ -293,6 +293,7 @@ def test_download_errors_name_the_mirror_offline_switch_and_cache(setup, monkeyp
     assert "ZOO_WEIGHTS_MIRROR=" in message and "ZOO_OFFLINE=1" in message and str(setup["cache"]) in message
 
 
+@pytest.mark.slow
 def test_cli_download_failure_is_one_error_line(setup):
     from tests.helpers import run_zoo
 

@@ -77,6 +77,7 @@ def calibrated(model, rng):
 # --------------------------------------------------------------------------- ONNX
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["resnet18", "lenet5", "mobilenetv2"])
 def test_onnx_classifier_reproduces_the_keras_model_at_any_input_size(name, tmp_path, rng):
     model = classifier(name, rng)
@@ -98,6 +99,7 @@ def test_onnx_classifier_reproduces_the_keras_model_at_any_input_size(name, tmp_
     assert metadata["options"]["resize"] == "stretch" and metadata["options"]["image_size"] == [height, width]
 
 
+@pytest.mark.slow
 def test_onnx_deeplab_reproduces_logits_and_masks(tmp_path, rng):
     model = segmenter(rng)
     session = onnx_session(export_onnx(model, tmp_path / "deeplab.onnx"))
@@ -136,6 +138,7 @@ def run_tflite(path, images):
     return runner(images=images)
 
 
+@pytest.mark.slow
 def test_tflite_mobilenetv2_reproduces_the_keras_model(tmp_path, rng):
     model = classifier("mobilenetv2", rng)
     path = export_tflite(model, tmp_path / "mobilenetv2.tflite")
@@ -146,6 +149,7 @@ def test_tflite_mobilenetv2_reproduces_the_keras_model(tmp_path, rng):
     np.testing.assert_array_equal(got["classes"], expected.argmax(-1))
 
 
+@pytest.mark.slow
 def test_tflite_deeplab_reproduces_logits_and_masks(tmp_path, rng):
     model = segmenter(rng)
     path = export_tflite(model, tmp_path / "deeplab.tflite")

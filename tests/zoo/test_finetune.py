@@ -75,6 +75,7 @@ def _assert_layers_hold(model, arrays):
             np.testing.assert_array_equal(got, expected, err_msg=name)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("suffix", [".h5", ".weights.h5", ".keras"])
 def test_a_keras_applications_resnet50_fills_the_r50_c4_trunk_and_the_report_names_the_rest(resnet50_files, suffix):
     paths, arrays = resnet50_files
@@ -100,6 +101,7 @@ def test_a_keras_applications_resnet50_fills_the_r50_c4_trunk_and_the_report_nam
     assert (tuning.freeze_stages, tuning.batch_norm) == (2, "frozen")
 
 
+@pytest.mark.slow
 def test_a_keras_applications_mobilenet_v2_fills_the_deeplab_trunk(tmp_path, rng):
     paths, arrays = _classifier(keras.applications.MobileNetV2, tmp_path, rng, classes=1000)
     model = zoo.build("deeplabv3plus_mobilenetv2", num_classes=3, input_shape=(33, 33, 3))
@@ -263,12 +265,14 @@ def test_zoo_train_weights_prints_the_report_and_keeps_it_in_run_json(vgg16_noto
     assert not (tmp_path / "other").exists()
 
 
+@pytest.mark.slow
 def test_weights_files_layer_names_are_read_without_a_model(resnet50_files):
     paths, arrays = resnet50_files
     for path in paths.values():
         assert sorted(weights_lib.file_layer_names(path)) == sorted(arrays)
 
 
+@pytest.mark.slow
 def test_a_zoo_classifier_run_fills_a_detector_trunk_by_layer_name(tmp_path):
     classifier = zoo.build("resnet50", classes=5, input_shape=(32, 32, 3))
     run = tmp_path / "model.keras"  # what `zoo train resnet50` leaves
@@ -294,6 +298,7 @@ def test_a_vgg16_head_of_4096_units_asks_for_the_file_with_the_top():
     assert not weights_lib._wants_top(SimpleNamespace(layers=model(4096).layers[:1]))
 
 
+@pytest.mark.slow
 def test_a_deeplab_slim_archive_fine_tunes_through_the_importer(archive):
     path, stored = archive
     tuning = fine_tuning("deeplabv3plus_mobilenetv2", path, verbose=False)
