@@ -13,6 +13,7 @@ from layers.detection_contract import takes_rois
 from training.detection.evaluation import evaluate_detector
 from training.detection.fast_rcnn import FastRCNNTrainer
 from training.detection.faster_rcnn import FasterRCNNTrainer
+from training.detection.faster_rcnn_fpn import FPNFasterRCNNTrainer, resizes_inside
 from training.tasks import Task, register_task
 
 
@@ -26,11 +27,13 @@ def _evaluate(model, source, *, batch_size, image_size, resize="stretch", verbos
 
 
 def _wrap(model, *, proposals=None, **options):
-    """FastRCNNTrainer for a detector with a `rois` input, FasterRCNNTrainer for one with an RPN."""
+    """FastRCNNTrainer for a detector with a `rois` input, FasterRCNNTrainer for one with an RPN
+    (FPNFasterRCNNTrainer where the detector resizes its images in the graph)."""
     if not takes_rois(model):
         if proposals is not None:
             raise ValueError(f"{model.name} makes its own proposals (an RPN): detection training takes no proposals")
-        return FasterRCNNTrainer(model, **options)
+        trainer = FPNFasterRCNNTrainer if resizes_inside(model) else FasterRCNNTrainer
+        return trainer(model, **options)
     if proposals is None:
         raise ValueError("detection training needs proposals=images -> boxes (zoo train builds sliding windows)")
     return FastRCNNTrainer(model, proposals=proposals, **options)
