@@ -117,6 +117,7 @@ def test_proposals_suppress_within_a_level_only():
     np.testing.assert_array_equal(kept, [[[0, 0, 10, 10], [0, 0, 10, 10], [50, 50, 60, 60], [0, 0, 0, 0]]])
 
 
+@pytest.mark.slow  # about 35 seconds
 def test_trains_with_the_zoo_trainer_and_its_loss_decreases(rng):
     from training.tasks import TASKS
 
@@ -137,3 +138,20 @@ def test_trains_with_the_zoo_trainer_and_its_loss_decreases(rng):
     losses = history["loss"]
     assert all(np.isfinite(losses)), losses
     assert np.mean(losses[-2:]) < 0.8 * np.mean(losses[:2]), losses
+
+
+@pytest.mark.slow  # about a minute: XLA compiles the detector and its training step
+def test_compiles_with_xla_for_serving_and_training(small_model, rng):
+    # On a GPU Keras compiles train_step with XLA; jit_compile=True on the CPU stands in for it.
+    from training.tasks import TASKS
+
+    pixels = rng.uniform(0, 255, (2, 96, 120, 3)).astype(np.float32)
+    eager = small_model({"images": pixels})
+    compiled = tf.function(lambda images: small_model({"images": images}), jit_compile=True)(tf.constant(pixels))
+    for key in ("proposals", "boxes", "scores", "classes", "num_detections"):
+        np.testing.assert_allclose(compiled[key], eager[key], atol=1e-3)
+    trainer = TASKS["detection"].wrap(small_model, rois_per_image=32)
+    trainer.compile(optimizer=keras.optimizers.Adam(1e-5), jit_compile=True)
+    boxes = np.array([[[15, 20, 60, 75]], [[30, 10, 90, 50]]], "float32")
+    history = trainer.fit(pixels, {"boxes": boxes, "classes": np.array([[1], [2]], "int32")}, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"]).all()
