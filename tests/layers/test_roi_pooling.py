@@ -150,6 +150,7 @@ def test_dynamic_map_size_and_roi_count(case):
     np.testing.assert_array_equal(np.asarray(pool(features, rois)), expected)
 
 
+@pytest.mark.slow
 def test_gradient_routes_to_the_argmax_cell(case, rng):
     features, rois, scale = case
     _, argmax = reference_roi_pool(features, rois, (3, 3), scale)
@@ -234,7 +235,7 @@ def test_gradient_ties_go_to_the_first_cell_in_row_major_order(rng, mode, inside
             np.testing.assert_array_equal(np.asarray(tf.cast(gradient, tf.float32)), expected_gradient)
 
 
-@pytest.mark.parametrize("jit_compile", [False, True])
+@pytest.mark.parametrize("jit_compile", [False, pytest.param(True, marks=pytest.mark.slow)])
 def test_exact_table_in_several_channel_slices(rng, monkeypatch, jit_compile):
     height, width, channels, stride = 9, 11, 12, 8
     extent_y, extent_x = roi_pooling._exact_extents(height, width, (7, 7))

@@ -58,6 +58,7 @@ def test_trained_run_reads_run_json_beside_a_keras_file_only(tmp_path):
         trained_run(tmp_path / "model.keras")
 
 
+@pytest.mark.slow
 def test_import_zoo_registers_every_custom_object_the_packages_define():
     # In a fresh process: what `import zoo` registers, then what importing every module adds.
     script = """
