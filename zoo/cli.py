@@ -306,7 +306,7 @@ def _recipe_settings(args, recipe):
 def cmd_train(args) -> int:
     import zoo
     from training import TrainConfig, TrainingDiverged, train
-    from zoo.detection.sizing import has_rpn, roi_head_overrides, rpn_overrides
+    from zoo.detection.sizing import detector_overrides, has_rpn
 
     _refuse_file_as_out(args.out, "the run (model.keras, run.json, backup/)")
     description = zoo.describe(args.model)
@@ -349,15 +349,11 @@ def cmd_train(args) -> int:
             source = split_validation(source, config.validation_fraction, args.seed)[0]
     overrides = dict(args.set or [])
     rpn = task == "detection" and has_rpn(args.model)
-    if rpn:
-        overrides = rpn_overrides(image_size, overrides, scales=args.proposal_scales,
-                                  aspect_ratios=args.proposal_ratios)
-        print(f"rpn: anchors {overrides['anchor_scales']} px at aspect ratios {overrides['anchor_aspect_ratios']}, "
-              f"proposals of at least {overrides['rpn_min_size']:g} px", file=sys.stderr)
     if task == "detection":
-        overrides = roi_head_overrides(args.model, image_size, overrides)
-        if "pool_size" in overrides:
-            print(f"roi head: {overrides['pool_size']} x {overrides['pool_size']} RoI grid", file=sys.stderr)
+        overrides, notes = detector_overrides(args.model, image_size, overrides, scales=args.proposal_scales,
+                                              aspect_ratios=args.proposal_ratios)
+        for note in notes:
+            print(note, file=sys.stderr)
     task_options = None
     metadata = {"recipe": settings}
     if task == "detection":

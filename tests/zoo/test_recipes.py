@@ -86,3 +86,17 @@ def test_an_r50_c4_heads_roi_grid_scales_with_the_image_and_set_wins():
     assert roi_head_overrides("faster_rcnn_resnet50", (96, 96), {}) == {"pool_size": 4}
     assert roi_head_overrides("faster_rcnn_resnet50", (256, 256), {"pool_size": 8}) == {"pool_size": 8}
     assert roi_head_overrides("fast_rcnn_vgg16", (256, 256), {}) == {}  # fc6's weights fix VGG16's 7 x 7
+
+
+def test_detector_overrides_size_each_detector_kind_for_the_image():
+    from zoo.detection.sizing import detector_overrides
+
+    c4, notes = detector_overrides("faster_rcnn_resnet50", (192, 256), {})
+    assert c4["anchor_scales"] == (24.0, 48.0, 96.0, 144.0) and c4["pool_size"] == 4 and len(notes) == 2
+    # The FPN model keeps torchvision's anchors (no anchor_scales field) and trains at the image
+    # size instead of resizing every image to 800 pixels in the graph.
+    fpn, _ = detector_overrides("faster_rcnn_resnet50_fpn", (192, 256), {})
+    assert fpn == {"min_size": 192, "max_size": 256}
+    assert {"min_size", "max_size"} <= set(vars(zoo.registry.get_spec("faster_rcnn_resnet50_fpn").config))
+    assert detector_overrides("faster_rcnn_resnet50_fpn", (192, 256), {"min_size": 800})[0] == {"min_size": 800}
+    assert detector_overrides("fast_rcnn_vgg16", (192, 256), {}) == ({}, [])

@@ -7,7 +7,10 @@ them here, unless the user gives them:
 - `proposal_options`: sliding windows (Fast R-CNN's proposals without selective search) every
   S / 16 pixels, of sides S / 8 ... 3 S / 4, for a shorter side S;
 - `rpn_overrides`: a Faster R-CNN's anchors of the same sides and its minimum proposal size;
-- `roi_head_overrides`: an R50-C4 head's RoI grid, `14 * S / 600` rounded to an even size.
+- `roi_head_overrides`: an R50-C4 head's RoI grid, `14 * S / 600` rounded to an even size;
+- `detector_overrides`: the above as they apply to a registered detector: the FPN model keeps
+  torchvision's anchors (one size per level, 32 to 512) and trains at the image size instead of
+  resizing it to torchvision's 800 pixels inside the graph.
 
     >>> proposal_options((192, 256))
     {'stride': 12, 'scales': (24.0, 48.0, 96.0, 144.0), 'aspect_ratios': (0.5, 1.0, 2.0)}
@@ -90,3 +93,32 @@ def roi_head_overrides(name, image_size, overrides) -> dict:
         return overrides
     side = min(image_size)
     return {**overrides, "pool_size": int(min(14, max(4, 2 * round(7 * side / 600))))}
+
+
+def detector_overrides(name, image_size, overrides, *, scales=None, aspect_ratios=None) -> tuple[dict, list[str]]:
+    """`zoo train`'s sizing of detector `name` for `image_size`: (the overrides, what they say).
+
+    - An RPN with one anchor grid (R50-C4: `anchor_scales`): `rpn_overrides`.
+    - A model that resizes in its graph (`faster_rcnn_resnet50_fpn`: `min_size`, `max_size`,
+      torchvision's shorter side 800, longer at most 1333): the image size itself, so that a
+      model trained at 256 pixels does not upsample every image to 800 (unless `--set` gives
+      either side); its anchors stay torchvision's.
+    - An R50-C4 head: `roi_head_overrides`.
+    Anything `overrides` (`--set`) gives is kept.
+    """
+    from zoo.registry import get_spec
+
+    fields = vars(get_spec(name).config)
+    notes = []
+    if has_rpn(name) and "anchor_scales" in fields:
+        overrides = rpn_overrides(image_size, overrides, scales=scales, aspect_ratios=aspect_ratios)
+        notes.append(f"rpn: anchors {overrides['anchor_scales']} px at aspect ratios "
+                     f"{overrides['anchor_aspect_ratios']}, proposals of at least {overrides['rpn_min_size']:g} px")
+    if "min_size" in fields and "max_size" in fields and not {"min_size", "max_size"} & set(overrides):
+        overrides = {"min_size": min(image_size), "max_size": max(image_size), **overrides}
+        notes.append(f"resize in the graph: shorter side {overrides['min_size']}, longer at most "
+                     f"{overrides['max_size']} (torchvision's 800 and 1333 with --set min_size=800 max_size=1333)")
+    overrides = roi_head_overrides(name, image_size, overrides)
+    if "pool_size" in overrides:
+        notes.append(f"roi head: {overrides['pool_size']} x {overrides['pool_size']} RoI grid")
+    return overrides, notes
