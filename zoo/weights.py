@@ -30,7 +30,10 @@ before their rename are removed by the next download into the cache once nobody 
 them for an hour (`remove_stale_temporaries`). `$ZOO_WEIGHTS_MIRROR` replaces the origin of every URL,
 `$ZOO_OFFLINE=1` forbids downloads. Entries that publish no hash (the DeepLab archives) load only
 with an explicit `expected_hash` (`fetch_entry`) or `$ZOO_ALLOW_UNVERIFIED_WEIGHTS=1`; formats
-this module cannot read (`tf_checkpoint_archive`) need an importer (`register_importer`).
+this module cannot read (`tf_checkpoint_archive`, `torchvision`) need an importer (`register_importer`).
+An entry whose publisher gives only the start of the hash (torchvision's file names carry the first
+8 hex digits of the sha256) has `hash: null` and `hash_prefix`: the download's hash must start with
+it, as torch.hub checks, and it loads without `expected_hash`.
 
 Archives are extracted by `extract_archive`: plain files and folders only, inside the target,
 and at most `archive_byte_limit` bytes in all (100 times the archive's size, at least 16 MiB;
@@ -103,7 +106,9 @@ ENV_OFFLINE = "ZOO_OFFLINE"  # "1": never download; a file missing from the cach
 ENV_ALLOW_UNVERIFIED = "ZOO_ALLOW_UNVERIFIED_WEIGHTS"  # "1": load entries that publish no hash
 ENV_MAX_ARCHIVE_BYTES = "ZOO_MAX_ARCHIVE_BYTES"  # bytes an archive may extract to (extract_archive)
 
-FORMATS = ("h5", "weights.h5", "keras", "tf_checkpoint_archive")
+FORMATS = ("h5", "weights.h5", "keras", "tf_checkpoint_archive", "torchvision")
+# Formats this module reads itself; the others need an importer (`register_importer`).
+BUILTIN_FORMATS = ("h5", "weights.h5", "keras")
 REQUIRED_FIELDS = {
     "model": str, "tag": str, "task": str, "url": str, "file_name": str, "format": str,
     "hash_algorithm": (str, type(None)), "hash": (str, type(None)), "size_bytes": (int, type(None)),
@@ -133,7 +138,18 @@ def _file_problems(where: str, record: dict) -> list[str]:
     if not isinstance(name, str) or not name or "/" in name or name.startswith("."):
         problems.append(f"{where}: file_name must be a plain file name, got {name!r}")
     algorithm, digest = record.get("hash_algorithm"), record.get("hash")
-    if digest is None:
+    prefix = record.get("hash_prefix")
+    if prefix is not None:
+        if digest is not None:
+            problems.append(f"{where}: hash_prefix is for a publisher that gives only the start of the hash; "
+                            f"with the whole hash, drop hash_prefix")
+        elif algorithm not in HASH_LENGTHS:
+            problems.append(f"{where}: hash_prefix needs hash_algorithm, one of {sorted(HASH_LENGTHS)}")
+        elif not (isinstance(prefix, str) and 8 <= len(prefix) < HASH_LENGTHS[algorithm]
+                  and all(c in "0123456789abcdef" for c in prefix)):
+            problems.append(f"{where}: hash_prefix must be 8 to {HASH_LENGTHS[algorithm] - 1} lowercase hex "
+                            f"digits of {algorithm}, got {prefix!r}")
+    elif digest is None:
         if not record.get("hash_note"):
             problems.append(f"{where}: hash is null, so hash_note must say why (the publisher gives none)")
     elif algorithm not in HASH_LENGTHS:
@@ -416,14 +432,16 @@ def _download_hint(directory: Path, file_name: str) -> str:
 
 
 def fetch(url: str, file_name: str, *, hash_algorithm: str | None, file_hash_value: str | None, directory=None,
-          progress: bool = True) -> Path:
+          progress: bool = True, hash_prefix: str | None = None) -> Path:
     """Download `url` to `directory/file_name` unless a file with the right hash is there.
 
     The URL goes through `resolve_url` (`$ZOO_WEIGHTS_MIRROR`). The bytes go to a temporary
     file in the same directory, are hashed, and are renamed into place only if the hash matches
     (two processes fetching the same file each write their own temporary file; the rename is
     atomic). With `file_hash_value=None` (an entry that publishes no hash) the file is taken
-    as it comes; the callers allow that only when asked to.
+    as it comes; the callers allow that only when asked to. With `hash_prefix` instead (a publisher
+    that gives only the start of the hash: torchvision's file names carry the first 8 hex digits
+    of the sha256, which torch.hub checks), the file's hash must start with it.
 
     Raises:
       WeightsDownloadError: the connection failed or dropped, the body is shorter than its
@@ -432,8 +450,14 @@ def fetch(url: str, file_name: str, *, hash_algorithm: str | None, file_hash_val
     """
     directory = Path(directory or cache_dir())
     target = directory / file_name
+    checked = file_hash_value is not None or hash_prefix is not None
+    expected = file_hash_value if file_hash_value is not None else f"{hash_prefix}... (the published start)"
+
+    def verified(found: str) -> bool:
+        return found == file_hash_value if file_hash_value is not None else found.startswith(hash_prefix)
+
     if target.is_file():
-        if file_hash_value is None:
+        if not checked:
             # Nothing to compare with: a cached file that is not whole (a download of an earlier
             # version cut short) is fetched again rather than used for good.
             problem = file_problem(target)
@@ -449,11 +473,11 @@ def fetch(url: str, file_name: str, *, hash_algorithm: str | None, file_hash_val
             target.unlink()
         else:
             found = file_hash(target, hash_algorithm)
-            if found == file_hash_value:
+            if verified(found):
                 return target
             if offline():
                 raise WeightsDownloadError(
-                    f"{ENV_OFFLINE}=1: the cached {target} has {hash_algorithm} {found}, expected {file_hash_value}, "
+                    f"{ENV_OFFLINE}=1: the cached {target} has {hash_algorithm} {found}, expected {expected}, "
                     f"and downloads are off; replace the file or unset {ENV_OFFLINE}"
                 )
     if offline():
@@ -486,13 +510,13 @@ def fetch(url: str, file_name: str, *, hash_algorithm: str | None, file_hash_val
         if expected_length is not None and received != expected_length:
             raise WeightsDownloadError(
                 f"download of {source} is truncated: {received} of {expected_length} bytes; "
-                f"{hash_algorithm or 'sha256'} found {found}, expected {file_hash_value}{hint}"
+                f"{hash_algorithm or 'sha256'} found {found}, expected {expected if checked else None}{hint}"
             )
-        if file_hash_value is not None and found != file_hash_value:
+        if checked and not verified(found):
             raise WeightsDownloadError(
-                f"download of {source} is corrupt: {hash_algorithm} found {found}, expected {file_hash_value}{hint}"
+                f"download of {source} is corrupt: {hash_algorithm} found {found}, expected {expected}{hint}"
             )
-        if file_hash_value is None:
+        if not checked:
             problem = file_problem(temporary, name=file_name)
             if problem is not None:
                 raise WeightsDownloadError(
@@ -523,19 +547,20 @@ def fetch_entry(model_name: str, tag: str, *, config=None, expected_hash: str | 
       WeightsDownloadError: see `fetch`.
     """
     entry = file_record(find_entry(model_name, tag), config)
-    algorithm, digest = entry["hash_algorithm"], entry["hash"]
+    algorithm, digest, prefix = entry["hash_algorithm"], entry["hash"], entry.get("hash_prefix")
     if expected_hash is not None:
+        prefix = None
         algorithm, _, digest = expected_hash.partition(":")
         if algorithm not in HASH_LENGTHS or len(digest) != HASH_LENGTHS[algorithm]:
             raise ValueError(f"expected_hash must be 'sha256:<64 hex>' or 'md5:<32 hex>', got {expected_hash!r}")
-    elif digest is None and os.environ.get(ENV_ALLOW_UNVERIFIED, "") in ("", "0"):
+    elif digest is None and prefix is None and os.environ.get(ENV_ALLOW_UNVERIFIED, "") in ("", "0"):
         raise ValueError(
             f"weights {model_name}.{tag} publish no hash ({entry.get('hash_note', 'no note')}); refusing to load "
             f"an unverified file. Pass expected_hash='sha256:...' to zoo.weights.fetch_entry, download and "
             f"check the file yourself and pass its path as weights=, or set {ENV_ALLOW_UNVERIFIED}=1"
         )
     return fetch(entry["url"], entry["file_name"], hash_algorithm=algorithm, file_hash_value=digest,
-                 progress=progress)
+                 progress=progress, hash_prefix=prefix)
 
 
 # --------------------------------------------------------------------------- importers
@@ -615,9 +640,10 @@ def load_weights(model, weights: str | os.PathLike, *, model_name: str, config=N
         if entry["format"] in IMPORTERS:
             path = fetch_entry(model_name, str(weights), config=config)
             report = IMPORTERS[entry["format"]](model, path)
-        elif entry["format"] == "tf_checkpoint_archive":
+        elif entry["format"] not in BUILTIN_FORMATS:
+            what = "a TF checkpoint archive" if entry["format"] == "tf_checkpoint_archive" else f"in {entry['format']!r} format"
             raise ValueError(
-                f"weights {model_name}.{weights} are a TF checkpoint archive; no importer is registered for "
+                f"weights {model_name}.{weights} are {what}; no importer is registered for "
                 f"that format (zoo.weights.register_importer), so they cannot be loaded"
             )
         else:
@@ -629,6 +655,7 @@ def load_weights(model, weights: str | os.PathLike, *, model_name: str, config=N
 
 
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz")
+TORCH_SUFFIXES = (".pth", ".pt")
 # A checkpoint's floats barely compress (DeepLab's archives extract to about 1.1 times their
 # size); an archive that extracts to 100 times its size is a decompression bomb, not weights.
 ARCHIVE_EXPANSION_LIMIT = 100
@@ -696,8 +723,13 @@ def extract_archive(archive: str | os.PathLike, directory: str | os.PathLike, *,
 
 def load_weights_file(model, path: str | os.PathLike) -> LoadReport:
     """Load a `.h5` (by layer name), `.weights.h5` or `.keras` file into `model`; a checkpoint
-    archive (`.tar.gz`) goes to the `tf_checkpoint_archive` importer."""
+    archive (`.tar.gz`) goes to the `tf_checkpoint_archive` importer, a PyTorch state dict
+    (`.pth`, `.pt`) to the `torchvision` one."""
     path = Path(path)
+    if path.suffix in TORCH_SUFFIXES:
+        if "torchvision" not in IMPORTERS:
+            raise ValueError(f"weights file {path} is a PyTorch state dict; no importer is registered for it")
+        return IMPORTERS["torchvision"](model, path)
     if path.name.endswith(ARCHIVE_SUFFIXES):
         if "tf_checkpoint_archive" not in IMPORTERS:
             raise ValueError(f"weights file {path} is a checkpoint archive; no importer is registered for it")
@@ -726,8 +758,8 @@ def load_weights_file(model, path: str | os.PathLike) -> LoadReport:
     if path.suffix == ".h5":
         return load_h5_by_name(model, path)
     raise ValueError(
-        f"weights file {path} must end in .h5 (keras.applications format), .weights.h5, .keras or .tar.gz "
-        f"(a TF-slim checkpoint archive)"
+        f"weights file {path} must end in .h5 (keras.applications format), .weights.h5, .keras, .tar.gz "
+        f"(a TF-slim checkpoint archive) or .pth (a torchvision state dict)"
     )
 
 

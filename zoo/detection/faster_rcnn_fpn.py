@@ -30,6 +30,8 @@ keeps torchvision's four names. The box regressions keep torchvision's channel l
 dw, dh) per anchor or class, background class included) and are reordered after them.
 Exceptions: `rpn.head.conv.0.0` is one layer (torchvision's Conv2dNormActivation inside a
 Sequential), `backbone.fpn.inner_blocks.{i}.0` and `backbone.fpn.layer_blocks.{i}.0` likewise.
+`zoo.detection.torchvision_weights` imports torchvision's state dicts by this rule (the manifest's
+`faster_rcnn_resnet50_fpn.coco`: torchvision's published COCO weights).
 
 Differences from torchvision: a batch is one tensor, so all its images share one size (torchvision
 resizes each image of a list); the zoo's NMS (`layers.boxes.padded_nms`) replaces torchvision's,
@@ -54,6 +56,8 @@ from layers.frozen_batch_norm import FrozenBatchNormalization
 from layers.detection_transform import GeneralizedRCNNTransform, resized_size  # noqa: F401
 from layers.roi_align import MultiLevelRoIAlign
 from zoo.backbones._common import image_input
+# The naming rule's key map, and the `torchvision` weights importer (registered on import).
+from zoo.detection.torchvision_weights import torchvision_keys
 from zoo.registry import register
 
 PAPER = ("Ren et al., Faster R-CNN, NeurIPS 2015 (arXiv:1506.01497), with the FPN of Lin et al., CVPR 2017 "
@@ -507,28 +511,6 @@ def box_head(pyramid, proposals, config: FasterRCNNFPNConfig):
     regression = keras.layers.Dense(4 * (config.num_classes + 1), dtype="float32",
                                     name="roi_heads.box_predictor.bbox_pred")(x)
     return class_probs, TorchvisionBoxDeltas(config.num_classes, name=BOX_DELTAS)(regression)
-
-
-# --------------------------------------------------------------------------- torchvision's names
-
-
-def torchvision_keys(model) -> dict:
-    """`{state-dict key: (layer name, variable index, torchvision shape)}` for every weight of
-    `model` (the naming rule of the module docstring): the layer's name, then the variable's
-    torchvision name (a Conv2D's or Dense's `kernel` is `weight`, in torchvision's layout `[O, I,
-    kh, kw]` / `[O, I]`; FrozenBatchNormalization's names are torchvision's already)."""
-    from layers.compat import flatten_layers
-
-    keys = {}
-    for layer in flatten_layers(model, include_self=False):
-        for index, variable in enumerate(layer.weights if not isinstance(layer, keras.Model) else ()):
-            name = variable.name.split("/")[-1]
-            shape = tuple(variable.shape)
-            if name == "kernel":
-                name = "weight"
-                shape = (shape[-1], shape[-2], *shape[:-2]) if len(shape) == 4 else (shape[1], shape[0])
-            keys[f"{layer.name}.{name}"] = (layer.name, index, shape)
-    return keys
 
 
 # --------------------------------------------------------------------------- the model
