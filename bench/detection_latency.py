@@ -6,6 +6,8 @@ Cases, batch 1, one 600 x 800 image of random pixels, random weights, 20 classes
   bench/roi_pooling.py makes them);
 - `zoo.build("faster_rcnn_resnet50")` with its test-time defaults (RPN: 6000 boxes into NMS at
   0.7, 300 proposals out);
+- `zoo.build("faster_rcnn_resnet50_fpn")`, torchvision's architecture, told the image's sides
+  (`min_size`, `max_size`) so that it keeps the image at its size as torchvision does below;
 - torchvision's `fasterrcnn_resnet50_fpn` in eval mode (bench/torchvision_detection.py, run in
   its own virtual environment, torch never being a dependency of the zoo), its transform set
   not to resize the image.
@@ -194,7 +196,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--image-size", type=int, nargs=2, default=IMAGE, metavar=("H", "W"))
     parser.add_argument("--models", nargs="+", default=["fast_rcnn_vgg16", "faster_rcnn_resnet50"],
-                        choices=["fast_rcnn_vgg16", "faster_rcnn_resnet50"])
+                        choices=["fast_rcnn_vgg16", "faster_rcnn_resnet50", "faster_rcnn_resnet50_fpn"])
     parser.add_argument("--proposals", type=int, default=2000, help="RoIs given to fast_rcnn_vgg16")
     parser.add_argument("--served", nargs="*", default=None, choices=list(VARIANTS),
                         help="served variants to time (default: all that apply; none: no export)")
@@ -231,8 +233,12 @@ def main(argv=None) -> int:
         scratch = Path(scratch)
         for name in args.models:
             model_rois = rois if name == "fast_rcnn_vgg16" else None
-            model = zoo.build(name)
-            proposals = f"{args.proposals} random boxes (input)" if model_rois is not None else "RPN, 300 at test time"
+            # The FPN model resizes in its graph as torchvision does: told the image's own sides, it
+            # keeps the image at its size, as bench/torchvision_detection.py tells torchvision.
+            model = zoo.build(name, **(dict(min_size=min(size), max_size=max(size), num_classes=20) if name.endswith("_fpn") else {}))
+            proposals = {"fast_rcnn_vgg16": f"{args.proposals} random boxes (input)",
+                         "faster_rcnn_resnet50": "RPN, 300 at test time",
+                         "faster_rcnn_resnet50_fpn": "RPN, 1000 per level, 1000 at test time"}[name]
             cases = [("tf.function", "whole model in one tf.function, float32 input",
                       lambda: (tf_function_case(model, image, model_rois), None))]
             for label, options in (variants.items() if name in args.served_models else ()):
