@@ -73,6 +73,9 @@ PROPOSAL_METHODS = ("sliding_windows",)
 METADATA_FILE = "zoo_export.json"
 # Layers that fold into a following BatchNormalization: the axis that carries output channels.
 FOLDABLE = ("Conv1D", "Conv2D", "Conv3D", "DepthwiseConv2D", "SeparableConv2D", "Dense")
+# The normalisations that fold: Keras's batch norm in inference, and torchvision's frozen one
+# (`layers.FrozenBatchNormalization`, always over the last axis).
+NORMALIZATIONS = ("BatchNormalization", "FrozenBatchNormalization")
 
 
 # --------------------------------------------------------------------------- batch-norm folding
@@ -105,9 +108,9 @@ def _foldable_pairs(config):
     outputs = {ref[0] for ref in _history_refs(config["output_layers"])}
     pairs = {}
     for name, layer in layers.items():
-        if layer["class_name"] != "BatchNormalization" or len(layer.get("inbound_nodes", [])) != 1:
+        if layer["class_name"] not in NORMALIZATIONS or len(layer.get("inbound_nodes", [])) != 1:
             continue
-        axis = layer["config"]["axis"]
+        axis = layer["config"].get("axis", -1)
         axis = axis[0] if isinstance(axis, (list, tuple)) and len(axis) == 1 else axis
         if axis != -1:
             continue
@@ -128,9 +131,13 @@ def _foldable_pairs(config):
 
 def _fold_into(conv, bn_layer, conv_class):
     """The folded `[kernel(s)..., bias]` of `conv` followed by the inference batch norm."""
-    gamma = np.asarray(bn_layer.gamma) if bn_layer.scale else 1.0
-    beta = np.asarray(bn_layer.beta) if bn_layer.center else 0.0
-    mean, variance = np.asarray(bn_layer.moving_mean), np.asarray(bn_layer.moving_variance)
+    if isinstance(bn_layer, keras.layers.BatchNormalization):
+        gamma = np.asarray(bn_layer.gamma) if bn_layer.scale else 1.0
+        beta = np.asarray(bn_layer.beta) if bn_layer.center else 0.0
+        mean, variance = np.asarray(bn_layer.moving_mean), np.asarray(bn_layer.moving_variance)
+    else:  # layers.FrozenBatchNormalization: torchvision's buffer names
+        gamma, beta = np.asarray(bn_layer.weight), np.asarray(bn_layer.bias)
+        mean, variance = np.asarray(bn_layer.running_mean), np.asarray(bn_layer.running_var)
     factor = (gamma / np.sqrt(variance + bn_layer.epsilon)).astype(np.float64)
     weights = [np.asarray(w, np.float64) for w in conv.get_weights()]
     has_bias = conv.use_bias
@@ -153,7 +160,8 @@ def fold_batch_norm(model: keras.Model) -> keras.Model:
     """A copy of `model` with each inference batch norm folded into the layer before it.
 
     `y = gamma * (conv(x) + b - mean) / sqrt(var + eps) + beta` is the convolution with kernel
-    `W * s` and bias `(b - mean) * s + beta`, `s = gamma / sqrt(var + eps)` per output channel.
+    `W * s` and bias `(b - mean) * s + beta`, `s = gamma / sqrt(var + eps)` per output channel;
+    torchvision's frozen batch norm (`layers.FrozenBatchNormalization`) folds the same way.
     The model is rebuilt from its config with each folded `BatchNormalization` replaced by an
     `Identity` of the same name (so every other layer keeps its name and inputs) and the
     convolution given a bias. Conv1D/2D/3D, DepthwiseConv2D, SeparableConv2D and Dense fold;

@@ -232,6 +232,34 @@ def test_fold_batch_norm_equals_the_model_and_removes_every_batch_norm(rng):
     np.testing.assert_allclose(np.asarray(folded(images)), np.asarray(model(images, training=False)), atol=1e-5)
 
 
+def test_fold_batch_norm_folds_torchvisions_frozen_batch_norm(rng):
+    # faster_rcnn_resnet50_fpn's convolutions (no bias) are each followed by a frozen batch
+    # norm with torchvision's buffers; folded, the convolution computes both.
+    from layers.frozen_batch_norm import FrozenBatchNormalization
+
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(4, 3, padding="same", use_bias=False, name="conv")(inputs)
+    x = FrozenBatchNormalization(name="conv_bn")(x)
+    x = keras.layers.Conv2D(2, 1, name="head")(keras.layers.ReLU()(x))
+    model = keras.Model(inputs, x)
+    bn = model.get_layer("conv_bn")
+    for variable, low, high in ((bn.weight, 0.5, 2.0), (bn.bias, -1.0, 1.0), (bn.running_mean, -1.0, 1.0),
+                                (bn.running_var, 0.5, 3.0)):
+        variable.assign(rng.uniform(low, high, variable.shape).astype("float32"))
+    values = rng.uniform(-1, 1, (2, 8, 8, 3)).astype("float32")
+    folded = fold_batch_norm(model)
+    assert folded.folded_batch_norms == ["conv_bn"]
+    assert not any(isinstance(layer, FrozenBatchNormalization) for layer in folded.layers)
+    # NumPy: the convolution's output at one pixel, normalised with the frozen statistics.
+    kernel = model.get_layer("conv").get_weights()[0]
+    conv = np.einsum("hwc,hwco->o", values[0, 2:5, 2:5], kernel)
+    scale = np.asarray(bn.weight) / np.sqrt(np.asarray(bn.running_var) + 1e-5)
+    expected = (conv - np.asarray(bn.running_mean)) * scale + np.asarray(bn.bias)
+    pixel = keras.Model(folded.inputs, folded.get_layer("conv").output)(values)[0, 3, 3]
+    np.testing.assert_allclose(np.asarray(pixel), expected, atol=1e-4)
+    np.testing.assert_allclose(np.asarray(folded(values)), np.asarray(model(values)), atol=1e-5)
+
+
 def test_fold_batch_norm_handles_depthwise_separable_dense_and_leaves_shared_outputs(rng):
     # A hand-checked case per foldable kind, and a batch norm whose input has a second reader
     # (the skip connection), which must not fold.

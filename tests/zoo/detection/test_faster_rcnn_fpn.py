@@ -155,3 +155,28 @@ def test_compiles_with_xla_for_serving_and_training(small_model, rng):
     boxes = np.array([[[15, 20, 60, 75]], [[30, 10, 90, 50]]], "float32")
     history = trainer.fit(pixels, {"boxes": boxes, "classes": np.array([[1], [2]], "int32")}, epochs=1, verbose=0)
     assert np.isfinite(history.history["loss"]).all()
+
+
+@pytest.mark.slow  # builds the detector twice
+def test_every_frozen_batch_norm_folds_and_the_detections_stay():
+    # `zoo export --fold-batch-norm` on the FPN model: all 53 frozen batch norms fold into the
+    # convolutions before them (torchvision's have no bias), and the outputs do not move.
+    from layers.frozen_batch_norm import FrozenBatchNormalization
+    from zoo.export import fold_batch_norm
+
+    model = zoo.build("faster_rcnn_resnet50_fpn", num_classes=3, min_size=128, max_size=160)
+    rng = np.random.default_rng(0)
+    frozen = [layer for layer in model.layers if isinstance(layer, FrozenBatchNormalization)]
+    for layer in frozen:  # statistics away from the initial 0 and 1, as trained ones are
+        layer.running_var.assign(rng.uniform(0.5, 2.0, layer.running_var.shape).astype("float32"))
+        layer.running_mean.assign(rng.uniform(-0.2, 0.2, layer.running_mean.shape).astype("float32"))
+    folded = fold_batch_norm(model)
+    assert len(frozen) == 53 and folded.folded_batch_norms == sorted(layer.name for layer in frozen)
+    images = {"images": rng.uniform(0, 255, (1, 128, 160, 3)).astype("float32")}
+    expected, actual = model(images), folded(images)
+    # Proposals of near-equal scores may trade places, so each RoI's class probabilities are
+    # matched to the nearest row of the unfolded model's, and the detections compared in order.
+    rows, reference = np.asarray(actual["class_probs"])[0], np.asarray(expected["class_probs"])[0]
+    nearest = np.abs(rows[:, None, :] - reference[None, :, :]).max(-1).min(1)
+    assert nearest.max() < 1e-5, nearest.max()
+    np.testing.assert_allclose(np.asarray(actual["scores"]), np.asarray(expected["scores"]), atol=1e-5)
