@@ -166,3 +166,20 @@ def test_a_deeplab_run_in_separate_processes(tmp_path):
     assert (tmp_path / "saved" / "saved_model.pb").is_file()
     _ok(run_zoo("inspect", out / "model.keras", photo, "--layers", "logits_semantic", "--out", tmp_path / "maps.png"))
     assert (tmp_path / "maps.png").is_file()
+
+
+@pytest.mark.slow
+def test_an_fpn_run_trains_at_its_image_size_in_separate_processes(tmp_path):
+    # faster_rcnn_resnet50_fpn resizes in its graph (torchvision's 800 px); zoo train sets that
+    # resize to the image size and keeps torchvision's anchors, and the other verbs use the run.
+    out = tmp_path / "run"
+    trained = _ok(run_zoo("train", "faster_rcnn_resnet50_fpn", "--dataset", "synthetic:8", "--image-size", "96", "96",
+                          "--epochs", "1", "--batch-size", "4", "--precise-bn", "0", "--quiet", "--out", out))
+    assert "resize in the graph: shorter side 96, longer at most 96" in trained.stderr
+    assert "anchors" not in trained.stderr  # the C4 model's anchor sizing does not apply
+    weights = ("--weights", out / "model.keras")
+    evaluated = _ok(run_zoo("evaluate", "faster_rcnn_resnet50_fpn", *weights, "--dataset", "synthetic:8", "--quiet"))
+    assert 0.0 <= _metrics(evaluated)["mAP@0.5"] <= 1.0
+    _ok(run_zoo("export", "faster_rcnn_resnet50_fpn", *weights, "--fold-batch-norm", "--out", tmp_path / "saved"))
+    options = json.loads((tmp_path / "saved" / "zoo_export.json").read_text())["options"]
+    assert options["fold_batch_norm"] and options["image_size"] == [96, 96]
