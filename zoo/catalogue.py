@@ -155,6 +155,7 @@ def markdown_table() -> str:
 def write(path: Path = DATA_PATH) -> Path:
     """Rebuild every registered model and write the catalogue (a temporary file, then renamed)."""
     import zoo
+    from layers.files import write_atomically
 
     models = {}
     for name in zoo.list_models():
@@ -166,9 +167,7 @@ def write(path: Path = DATA_PATH) -> Path:
         f"MODELS = {pprint.pformat(models, width=110, sort_dicts=False)}\n"
     )
     path = Path(path)
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(text)
-    partial.replace(path)
+    write_atomically(path, lambda temporary: Path(temporary).write_text(text))
     return path
 
 

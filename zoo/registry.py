@@ -266,13 +266,13 @@ def describe(name: str) -> ModelDescription:
     from zoo import weights as weights_lib
 
     spec = get_spec(name)
+    ignored = unused_fields(spec.config)
     return ModelDescription(
         name=spec.name,
         task=spec.task,
         summary=spec.summary,
         paper=spec.paper,
-        defaults={key: value for key, value in config_to_dict(spec.config).items()
-                  if key not in unused_fields(spec.config)},
+        defaults={key: value for key, value in config_to_dict(spec.config).items() if key not in ignored},
         accepted_overrides=accepted_overrides(spec.config),
         weights=weights_lib.available_tags(name),
         is_backbone=spec.features is not None,

@@ -41,7 +41,6 @@ with the same selection.
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import ClassVar
 
 import keras
@@ -56,6 +55,7 @@ from layers.frozen_batch_norm import FrozenBatchNormalization
 from layers.detection_transform import GeneralizedRCNNTransform, resized_size  # noqa: F401
 from layers.roi_align import MultiLevelRoIAlign
 from zoo.backbones._common import image_input
+from zoo.detection.rpn import RPN_BOX_WEIGHTS  # (1, 1, 1, 1)
 # The naming rule's key map, and the `torchvision` weights importer (registered on import).
 from zoo.detection.torchvision_weights import torchvision_keys
 from zoo.registry import register
@@ -67,8 +67,7 @@ ROI_LEVELS = (2, 3, 4, 5)
 STAGE_FILTERS = (64, 128, 256, 512)
 STAGE_DEPTHS = (3, 4, 6, 3)
 TRAINABLE_ORDER = ("layer4", "layer3", "layer2", "layer1", "conv1")
-RPN_BOX_WEIGHTS = (1.0, 1.0, 1.0, 1.0)
-HEAD_BOX_WEIGHTS = (10.0, 10.0, 5.0, 5.0)
+HEAD_BOX_WEIGHTS = box_ops.DEFAULT_WEIGHTS  # (10, 10, 5, 5), torchvision's and the zoo's heads'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -363,7 +362,6 @@ class FPNProposals(keras.layers.Layer):
         self.train_post_nms_top_n, self.test_post_nms_top_n = int(train_post_nms_top_n), int(test_post_nms_top_n)
         self.iou_threshold, self.min_size = float(iou_threshold), float(min_size)
         self.score_threshold = float(score_threshold)
-        self.box_weights = RPN_BOX_WEIGHTS
 
     def call(self, inputs, training=None):
         objectness, deltas, anchors, image_info, *features = inputs

@@ -86,9 +86,9 @@ def roi_head_overrides(name, image_size, overrides) -> dict:
     an even size in [4, 14] (6 at 256 pixels, 4 at 192: the grid of the synthetic benches).
     VGG16's grid stays 7, which its fc6 weights fix.
     """
-    import zoo
+    from zoo.registry import get_spec
 
-    defaults = zoo.describe(name).defaults
+    defaults = vars(get_spec(name).config)  # the registered config itself: no description, no manifest read
     if defaults.get("backbone") != "resnet50" or "pool_size" not in defaults or "pool_size" in overrides:
         return overrides
     side = min(image_size)
