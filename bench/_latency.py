@@ -20,6 +20,8 @@ from pathlib import Path
 
 import tensorflow as tf
 
+from bench._machine import FLAGS_OF_INTEREST, cpu_model_and_flags  # noqa: F401  (re-exported)
+
 
 def limit_threads(threads: int) -> None:
     """TensorFlow's intra- and inter-op pools; must run before TensorFlow executes anything."""
@@ -29,23 +31,6 @@ def limit_threads(threads: int) -> None:
 
 def load_average() -> list[float]:
     return [round(load, 2) for load in os.getloadavg()]
-
-
-# The CPU flags a result depends on: vector width, and fast bfloat16 / int8 (oneDNN's paths).
-FLAGS_OF_INTEREST = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_int8", "amx_tile")
-
-
-def cpu_model_and_flags() -> tuple[str, list[str]]:
-    """The CPU's model name and which of `FLAGS_OF_INTEREST` it reports (Linux `/proc/cpuinfo`)."""
-    cpu, flags = "unknown", []
-    if Path("/proc/cpuinfo").exists():
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name") and cpu == "unknown":
-                cpu = line.split(":", 1)[1].strip()
-            elif line.startswith("flags") and not flags:
-                present = set(line.split(":", 1)[1].split())
-                flags = [flag for flag in FLAGS_OF_INTEREST if flag in present]
-    return cpu, flags
 
 
 def fast_bfloat16(record: dict) -> bool:

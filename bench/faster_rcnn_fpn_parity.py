@@ -24,13 +24,14 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from _machine import cpu_model_and_flags  # bench/ is this script's folder on sys.path
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -100,14 +101,6 @@ def torch_side(path):
 # --------------------------------------------------------------------------- the zoo's side
 
 
-def _cpu_model():
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def zoo_side():
@@ -167,7 +160,8 @@ def zoo_side():
         close = (np.abs(boxes - box).max(axis=-1) < 1e-2) & (classes == label) & (np.abs(scores - score) < 1e-4)
         matched += bool(close.any())
     report["detections"] = {"torchvision": int(len(ref_boxes)), "zoo": n, "matched (box 1e-2 px, score 1e-4, class)": matched}
-    report["machine"] = {"cpu": _cpu_model(), "python": sys.version.split()[0],
+    cpu, flags = cpu_model_and_flags()
+    report["machine"] = {"cpu": cpu, "flags": flags, "python": sys.version.split()[0],
                          "tensorflow": tf.__version__, "TF_ENABLE_ONEDNN_OPTS": os.environ.get("TF_ENABLE_ONEDNN_OPTS")}
     report["date"] = datetime.date.today().isoformat()
     RESULTS.mkdir(parents=True, exist_ok=True)

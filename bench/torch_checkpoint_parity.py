@@ -147,14 +147,6 @@ def compare(path: Path, reference: Path, names: list[str], torch_dtypes: list[st
     }
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def main(argv=None) -> int:
@@ -192,9 +184,12 @@ def main(argv=None) -> int:
 
     import numpy as np
 
+    from bench._machine import cpu_model_and_flags
+
+    cpu, flags = cpu_model_and_flags()
     result = {
         "date": datetime.date.today().isoformat(),
-        "machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "python": platform.python_version(),
+        "machine": {"cpu": cpu, "flags": flags, "cores": os.cpu_count(), "python": platform.python_version(),
                     "numpy": np.__version__, "torch": torch_side["torch"], "torchvision": torch_side["torchvision"]},
         "rows": rows, "torch_load_weights_only_s": torch_side["torch_load_s"],
         "zoo_refuses_hostile": hostile,

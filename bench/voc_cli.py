@@ -43,7 +43,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 RESULTS = ROOT / "bench" / "results"
 
-from training.callbacks import write_atomically  # noqa: E402
+from layers.files import write_atomically  # noqa: E402
 # Shapes whose identity survives the stretch of a non-square image to a square input (an
 # ellipse would not: a hexagon stretched 1.6x looks like one).
 CLASSES = ("hexagon", "heart", "arrow")
@@ -190,16 +190,11 @@ def write_dataset(root, *, train=300, val=100, seed=0) -> Path:
 
 
 def _machine() -> dict:
-    info = {"machine": platform.machine(), "cores": os.cpu_count(),
+    from bench._machine import cpu_model_and_flags
+
+    cpu, flags = cpu_model_and_flags()
+    return {"machine": platform.machine(), "cores": os.cpu_count(), "cpu": cpu, "flags": " ".join(flags),
             "TF_ENABLE_ONEDNN_OPTS": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "unset")}
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-        info["cpu"] = next(line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name"))
-        flags = next(line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags"))
-        info["flags"] = " ".join(f for f in flags if f.startswith(("avx", "amx", "fma", "sse4")))
-    except (OSError, StopIteration):
-        info["cpu"] = platform.processor() or "unknown"
-    return info
 
 
 def _zoo(*arguments, log):
