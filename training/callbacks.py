@@ -16,7 +16,6 @@ import os
 import re
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 import keras
@@ -174,23 +173,18 @@ class Backup(keras.callbacks.Callback):
         self.save(epoch + 1)
 
     def save(self, next_epoch: int) -> Path:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        final = self.directory / f"epoch-{next_epoch:04d}"
-        temporary = Path(tempfile.mkdtemp(prefix=f"{final.name}.tmp-", dir=self.directory))
-        try:
-            self.model.save_weights(temporary / "state.weights.h5")
+        def fill(folder: Path):
+            self.model.save_weights(folder / "state.weights.h5")
             state = {
                 "epoch": next_epoch,
                 "history": self.history,
                 "callbacks": [callback.get_state() for callback in self.stateful],
             }
-            (temporary / "state.json").write_text(json.dumps(state))
-            if final.exists():
-                shutil.rmtree(final)
-            os.replace(temporary, final)
-        finally:
-            if temporary.exists():
-                shutil.rmtree(temporary)
+            (folder / "state.json").write_text(json.dumps(state))
+
+        # The one atomic writer: a hidden temporary folder renamed into place, the old backup of
+        # the same epoch kept until then, leftovers of killed writes removed by age.
+        final = write_atomically(self.directory / f"epoch-{next_epoch:04d}", fill, directory=True, suffix=".partial")
         self._prune()
         return final
 
@@ -198,7 +192,7 @@ class Backup(keras.callbacks.Callback):
         backups = sorted(p for p in self.directory.iterdir() if BACKUP_PATTERN.match(p.name))
         for old in backups[: -self.keep]:
             shutil.rmtree(old, ignore_errors=True)
-        for leftover in self.directory.glob("epoch-*.tmp-*"):
+        for leftover in self.directory.glob("epoch-*.tmp-*"):  # temporaries of the zoo before layers.files
             shutil.rmtree(leftover, ignore_errors=True)
 
 
