@@ -309,11 +309,11 @@ class ConcatenateLevels(keras.layers.Layer):
 
 
 def fpn_proposals(objectness, deltas, anchors, image_info, level_counts, *, pre_nms_top_n, post_nms_top_n,
-                  iou_threshold=0.7, min_size=1e-3, score_threshold=0.0):
+                  iou_threshold=0.7, min_size=1e-3, score_threshold=0.0, box_weights=RPN_BOX_WEIGHTS):
     """torchvision's `RegionProposalNetwork.filter_proposals` on a batch.
 
     Per level, the `pre_nms_top_n` anchors with the highest objectness; their boxes decoded
-    (weights (1, 1, 1, 1)) and clipped to the resized image `(h, w)`; boxes with a side below
+    (with `box_weights`, torchvision's (1, 1, 1, 1)) and clipped to the resized image `(h, w)`; boxes with a side below
     `min_size` or a probability below `score_threshold` dropped; NMS within each level (a box of
     one level never suppresses another's) at `iou_threshold`; the first `post_nms_top_n` by
     probability. Returns `[B, post_nms_top_n, 4]`, zero rows after the survivors.
@@ -330,7 +330,7 @@ def fpn_proposals(objectness, deltas, anchors, image_info, level_counts, *, pre_
     levels = tf.concat(level_ids, axis=1)
     logits = tf.gather(objectness, order, batch_dims=1)
     boxes = box_ops.decode(tf.gather(deltas, order, batch_dims=1), tf.gather(anchors, order, batch_dims=1),
-                           weights=RPN_BOX_WEIGHTS)
+                           weights=box_weights)
     boxes = box_ops.clip_boxes(boxes, image_info[:, :2])
     probabilities = tf.sigmoid(logits)
     heights, widths = boxes[..., 2] - boxes[..., 0], boxes[..., 3] - boxes[..., 1]
@@ -354,10 +354,12 @@ class FPNProposals(keras.layers.Layer):
 
     def __init__(self, *, anchors_per_cell=3, train_pre_nms_top_n=2000, test_pre_nms_top_n=1000,
                  train_post_nms_top_n=2000, test_post_nms_top_n=1000, iou_threshold=0.7, min_size=1e-3,
-                 score_threshold=0.0, **kwargs):
+                 score_threshold=0.0, box_weights=RPN_BOX_WEIGHTS, **kwargs):
         kwargs.setdefault("autocast", False)
         super().__init__(**kwargs)
         self.anchors_per_cell = int(anchors_per_cell)
+        # The RPN trainer encodes its anchor targets with the same weights it reads here.
+        self.box_weights = tuple(float(w) for w in box_weights)
         self.train_pre_nms_top_n, self.test_pre_nms_top_n = int(train_pre_nms_top_n), int(test_pre_nms_top_n)
         self.train_post_nms_top_n, self.test_post_nms_top_n = int(train_post_nms_top_n), int(test_post_nms_top_n)
         self.iou_threshold, self.min_size = float(iou_threshold), float(min_size)
@@ -370,7 +372,7 @@ class FPNProposals(keras.layers.Layer):
                      else (self.test_pre_nms_top_n, self.test_post_nms_top_n))
         return fpn_proposals(objectness, deltas, anchors, image_info, counts, pre_nms_top_n=pre,
                              post_nms_top_n=post, iou_threshold=self.iou_threshold, min_size=self.min_size,
-                             score_threshold=self.score_threshold)
+                             score_threshold=self.score_threshold, box_weights=self.box_weights)
 
     def compute_output_spec(self, inputs, training=None):
         same = self.train_post_nms_top_n == self.test_post_nms_top_n
@@ -382,7 +384,7 @@ class FPNProposals(keras.layers.Layer):
                 "train_pre_nms_top_n": self.train_pre_nms_top_n, "test_pre_nms_top_n": self.test_pre_nms_top_n,
                 "train_post_nms_top_n": self.train_post_nms_top_n, "test_post_nms_top_n": self.test_post_nms_top_n,
                 "iou_threshold": self.iou_threshold, "min_size": self.min_size,
-                "score_threshold": self.score_threshold}
+                "score_threshold": self.score_threshold, "box_weights": list(self.box_weights)}
 
 
 def rpn(pyramid, *, anchors_per_cell, channels, prefix="rpn.head"):

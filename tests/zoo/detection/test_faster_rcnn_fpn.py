@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 
 import zoo
-from layers.detection_contract import DETECTION_OUTPUTS, FASTER_RCNN, detector_kind
+from layers.detection_contract import DETECTION_OUTPUTS, FASTER_RCNN, PROPOSALS, detector_kind
 from layers.detection_transform import resized_size
 from layers.frozen_batch_norm import buffer_count
 from zoo.detection.faster_rcnn_fpn import cell_anchors, fpn_proposals, pyramid_anchors, torchvision_keys
@@ -115,6 +115,26 @@ def test_proposals_suppress_within_a_level_only():
     info = tf.constant([[64.0, 64.0, 64.0, 64.0]])
     kept = fpn_proposals(objectness, deltas, anchors, info, [1, 3], pre_nms_top_n=3, post_nms_top_n=4).numpy()
     np.testing.assert_array_equal(kept, [[[0, 0, 10, 10], [0, 0, 10, 10], [50, 50, 60, 60], [0, 0, 0, 0]]])
+
+
+def test_proposals_decode_with_their_box_weights_and_the_trainer_encodes_with_the_same(small_model):
+    # One anchor, deltas (0, 0, log 2, log 2): with weights 1 the box doubles about its centre; with
+    # weights 2 the log-sizes are halved, so it grows by sqrt(2) instead.
+    from training.tasks import TASKS
+    from zoo.detection.faster_rcnn_fpn import FPNProposals
+
+    anchors = tf.constant([[[20.0, 20.0, 40.0, 40.0]]])
+    deltas = tf.constant([[[0.0, 0.0, math.log(2.0), math.log(2.0)]]])
+    info = tf.constant([[64.0, 64.0, 64.0, 64.0]])
+    ones = fpn_proposals(tf.ones([1, 1]), deltas, anchors, info, [1], pre_nms_top_n=1, post_nms_top_n=1)
+    twos = fpn_proposals(tf.ones([1, 1]), deltas, anchors, info, [1], pre_nms_top_n=1, post_nms_top_n=1,
+                         box_weights=(2.0, 2.0, 2.0, 2.0))
+    half = 10.0 * math.sqrt(2.0)
+    np.testing.assert_allclose(ones.numpy()[0, 0], [10, 10, 50, 50], atol=1e-4)
+    np.testing.assert_allclose(twos.numpy()[0, 0], [30 - half, 30 - half, 30 + half, 30 + half], atol=1e-4)
+    layer = small_model.get_layer(PROPOSALS)
+    assert FPNProposals.from_config(layer.get_config()).box_weights == layer.box_weights == (1.0, 1.0, 1.0, 1.0)
+    assert TASKS["detection"].wrap(small_model, rois_per_image=8).rpn_box_weights == layer.box_weights
 
 
 @pytest.mark.slow  # about 35 seconds
