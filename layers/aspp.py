@@ -19,8 +19,8 @@ The branches are concatenated in that order (image pooling first), as DeepLab's
 The sublayers are named after DeepLab's slim scopes (`image_pooling`, `aspp0`,
 `aspp1_depthwise`, `aspp1_pointwise` or `aspp1`, `concat_projection`; a convolution's batch
 norm is `<scope>_bn`, slim's `<scope>/BatchNorm`), so a variable's path inside the layer
-(`aspp/aspp1_depthwise_bn/gamma`) names its slim variable mechanically (`aspp_slim_names`).
-Convolutions have no bias (batch norm follows each), as in DeepLab.
+(`aspp/aspp1_depthwise_bn/gamma`) names its slim variable mechanically
+(`zoo.slim.aspp_slim_names`). Convolutions have no bias (batch norm follows each), as in DeepLab.
 
 A separable branch is DeepLab's `_split_separable_conv2d`: a depthwise 3x3 convolution at the
 branch's rate, batch norm and ReLU, then a pointwise 1x1 convolution, batch norm and ReLU (a
@@ -41,9 +41,6 @@ from layers.resample import resize_bilinear
 # Initialisers of DeepLab's `_split_separable_conv2d` (truncated normal standard deviations).
 DEPTHWISE_STDDEV = 0.33
 POINTWISE_STDDEV = 0.06
-
-# slim's batch-norm variables, by the Keras BatchNormalization variable names.
-SLIM_BATCH_NORM = {"gamma": "gamma", "beta": "beta", "moving_mean": "moving_mean", "moving_variance": "moving_variance"}
 
 
 def atrous_rates_for(output_stride: int) -> tuple[int, int, int]:
@@ -205,39 +202,3 @@ class ASPP(keras.layers.Layer):
         )
         return config
 
-
-def slim_variable_name(keras_path: str) -> str:
-    """The TF-slim name of a variable of a zoo convolution + batch norm scope.
-
-    `<scope>/kernel` -> `<scope>/weights`, `<scope>/bias` -> `<scope>/biases`,
-    `<scope>/depthwise_kernel` or a depthwise `<scope>/kernel` -> `<scope>/depthwise_weights`,
-    `<scope>_bn/<gamma|beta|moving_mean|moving_variance>` -> `<scope>/BatchNorm/<same>`.
-    Depthwise scopes are recognised by their `_depthwise` suffix (DeepLab's naming).
-
-    Example:
-      >>> slim_variable_name("aspp1_depthwise_bn/gamma")
-      'aspp1_depthwise/BatchNorm/gamma'
-    """
-    scope, _, variable = keras_path.rpartition("/")
-    if variable in SLIM_BATCH_NORM and scope.endswith("_bn"):
-        return f"{scope[:-3]}/BatchNorm/{SLIM_BATCH_NORM[variable]}"
-    if variable in ("kernel", "depthwise_kernel"):
-        return f"{scope}/{'depthwise_weights' if scope.endswith('_depthwise') else 'weights'}"
-    if variable == "bias":
-        return f"{scope}/biases"
-    raise ValueError(f"slim_variable_name: no slim name for the variable {keras_path!r}")
-
-
-def aspp_slim_names(layer: ASPP) -> dict[str, str]:
-    """`{variable.path: slim name}` for every variable of a built `ASPP` layer.
-
-    The slim names have no outer scope (`aspp0/weights`, `image_pooling/BatchNorm/beta`), as in
-    DeepLab's checkpoints.
-    """
-    if not layer.built:
-        raise ValueError(f"aspp_slim_names: {layer.name} is not built")
-    names = {}
-    for variable in layer.weights:
-        inner = variable.path.split("/", 1)[1]  # drop the layer's own name
-        names[variable.path] = slim_variable_name(inner)
-    return names

@@ -197,7 +197,7 @@ def archive_bomb(tmp_path, capsys):
 
 
 def bogus_checkpoint_in_archive(tmp_path, capsys):
-    from zoo.segmentation.slim_import import import_checkpoint_archive
+    from zoo.slim.checkpoint import import_checkpoint_archive
 
     bogus = _archive(tmp_path / "bogus.tar.gz", {"m/model.ckpt.index": b"\x00not an sstable" * 8,
                                                  "m/model.ckpt.data-00000-of-00001": b"\x00" * 64})

@@ -37,6 +37,7 @@ def load_models() -> None:
         from zoo.detection import faster_rcnn  # noqa: F401
         from zoo.detection import faster_rcnn_fpn  # noqa: F401
         from zoo.segmentation import deeplab_v3_plus  # noqa: F401  (registers the segmenters)
+        from zoo import slim  # noqa: F401  (the importer of DeepLab's TF-slim checkpoint archives)
         from zoo.export import export  # the function; `zoo.export` the module stays importable by name
         from zoo.export_formats import export_onnx, export_tflite  # ONNX and TFLite files
 

@@ -566,7 +566,7 @@ def fetch_entry(model_name: str, tag: str, *, config=None, expected_hash: str | 
 # --------------------------------------------------------------------------- importers
 
 # Formats that need code outside this module (the TF-slim import of the DeepLab archives lives
-# with the segmentation models): `format -> importer(model, path) -> LoadReport`.
+# in `zoo.slim`): `format -> importer(model, path) -> LoadReport`.
 IMPORTERS: dict = {}
 
 
@@ -774,7 +774,7 @@ def _first_line(error) -> str:
 def weighted_layers(model):
     """Every layer with weights, looking inside nested models (a backbone inside a detector) but
     not inside composite layers (`layers.ASPP` comes whole, as a Keras 2 `.h5` file holds it):
-    the layers whose names a Keras 2 `.h5` file and the TF-slim rules (`zoo.backbones.slim`) go
+    the layers whose names a Keras 2 `.h5` file and the TF-slim rules (`zoo.slim.names`) go
     by. `_leaf_layers` walks a Keras 3 file's layers, `layers.compat.flatten_layers` every one."""
     for layer in model.layers:
         if hasattr(layer, "layers") and layer.layers:

@@ -1,11 +1,11 @@
-"""The ASPP layer: shapes, a NumPy reference of every branch, slim names, config and `.keras`."""
+"""The ASPP layer: shapes, a NumPy reference of every branch, config and `.keras` (its slim names:
+tests/zoo/slim/test_names.py)."""
 
 import keras
 import numpy as np
 import pytest
 
 from layers import ASPP, atrous_rates_for
-from layers.aspp import aspp_slim_names, slim_variable_name
 
 
 def randomize(layer, rng):
@@ -93,21 +93,6 @@ def test_dropout_only_in_training(rng):
     # In training the batch norm uses batch statistics too; dropout zeroes about half.
     trained = np.asarray(layer(x, training=True))
     assert 0.2 < np.mean(trained == 0) < 0.95
-
-
-def test_slim_names_follow_deeplab_scopes():
-    layer = ASPP(4, atrous_rates=(6,), separable=True, name="aspp")
-    layer.build((None, None, None, 3))
-    names = aspp_slim_names(layer)
-    assert names["aspp/aspp0/kernel"] == "aspp0/weights"
-    assert names["aspp/image_pooling_bn/moving_variance"] == "image_pooling/BatchNorm/moving_variance"
-    assert names["aspp/aspp1_depthwise/kernel"] == "aspp1_depthwise/depthwise_weights"
-    assert names["aspp/aspp1_pointwise_bn/gamma"] == "aspp1_pointwise/BatchNorm/gamma"
-    assert names["aspp/concat_projection/kernel"] == "concat_projection/weights"
-    assert len(names) == len(layer.weights) == len(set(names.values()))
-    assert slim_variable_name("logits/semantic/bias") == "logits/semantic/biases"
-    with pytest.raises(ValueError, match="no slim name"):
-        slim_variable_name("aspp0/seed_generator_state")
 
 
 def test_config_round_trip_and_keras_file(rng, tmp_path):

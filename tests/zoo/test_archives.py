@@ -11,11 +11,11 @@ import pytest
 
 import zoo
 from tests.helpers import run_zoo
-from tests.zoo.segmentation.test_slim_checkpoint_import import (  # noqa: F401  (the archive fixture)
+from tests.zoo.slim.test_deeplab_checkpoints import (  # noqa: F401  (the archive fixture)
     BUILD_TINY, archive, tiny_mobilenet, write_archive,
 )
 from zoo import weights as weights_lib
-from zoo.segmentation.slim_import import load_slim_checkpoint
+from zoo.slim.checkpoint import load_slim_checkpoint
 
 EXPORT = ("export", "deeplabv3plus_mobilenetv2", "--set", "input_shape=(32, 32, 3)")
 

@@ -17,7 +17,7 @@ import pytest
 import zoo
 from layers import compat
 from tests.helpers import randomize_batch_norm, run_zoo
-from tests.zoo.segmentation.test_slim_checkpoint_import import BUILD_TINY, archive  # noqa: F401  (a fixture)
+from tests.zoo.slim.test_deeplab_checkpoints import BUILD_TINY, archive  # noqa: F401  (a fixture)
 from tests.zoo.test_downloads import TINY, server, setup  # noqa: F401  (fixtures: resnet18.imagenet served here)
 from training import TrainConfig, data, train
 from zoo import weights as weights_lib

@@ -21,7 +21,7 @@ the keras.applications placement the stride sits before the 3x3 convolution.
 
 `stride_placement="slim"` builds TF-slim's resnet_v1 (and DeepLab's resnet_v1_beta) instead,
 the placement the DeepLab checkpoints were trained with (see `slim_variable_names` in
-`zoo.backbones.slim`): each stage ("block" in slim) strides in the 3x3 convolution of its
+`zoo.slim.names`): each stage ("block" in slim) strides in the 3x3 convolution of its
 *last* unit, zero-padded by one pixel on each side (slim's `conv2d_same`); the shortcut of that
 unit is a 1x1 max-pool subsample (`x[:, ::s, ::s]`) when the depth is unchanged and a strided
 1x1 projection otherwise; the stem's 3x3/2 max pool uses TensorFlow's SAME padding; conv5

@@ -23,8 +23,8 @@ DeepLab-v3 (logits from the ASPP output).
 
 Layer names follow DeepLab's slim scopes (`aspp0`, `decoder_conv0_depthwise`,
 `feature_projection0`, `logits_semantic` for `logits/semantic`; `<scope>_bn` for
-`<scope>/BatchNorm`), and `head_slim_scopes` gives the exact correspondence that
-`zoo.segmentation.slim_import` uses.
+`<scope>/BatchNorm`); `zoo.slim.head_slim_scopes` gives the exact correspondence that the
+checkpoint import (`zoo.slim`) uses.
 
 Batch norm: DeepLab's head uses decay 0.9997 and epsilon 1e-5 (`batch_norm_momentum`,
 `batch_norm_epsilon`); its ResNet backbones decay 0.95 and epsilon 1e-5, Xception-65 0.9997
@@ -33,9 +33,8 @@ and 1e-3 (`backbone_batch_norm_*`). MobileNet-v2 gets slim's mobilenet `training
 of DESIGN.md's list holds for Xception only.
 
 Backbones: `slim_backbone=True` (every registered variant) builds the backbone as DeepLab's
-TF-slim checkpoints were trained (`slim_backbone_options`), so they import by name
-(`zoo.segmentation.slim_import`): ResNets in slim's stride placement without conv biases and
-with multi-grid (1, 2, 4), C2 = `block1/unit_2/bottleneck_v1/conv3`; MobileNet-v2 without its
+TF-slim checkpoints were trained (`slim_backbone_options`), so they import by name (`zoo.slim`):
+ResNets in slim's stride placement without conv biases and with multi-grid (1, 2, 4), C2 = `block1/unit_2/bottleneck_v1/conv3`; MobileNet-v2 without its
 last 1x1 convolution, C2 = `layer_4/depthwise_output`; Xception-65, C2 =
 `entry_flow/block2/unit_1/xception_module/separable_conv2_pointwise`. DeepLab's published
 MobileNet-v2 model has no atrous ASPP branches and no decoder; the variant here has both (the
@@ -212,24 +211,6 @@ def decoder(context, low_level, config: DeepLabV3PlusConfig):
             # slim.repeat(..., scope="decoder_conv0") names its convolutions decoder_conv0_1, _2.
             x = conv_bn_relu(x, config.decoder_filters, 3, config, name=f"decoder_conv0_{index + 1}")
     return x
-
-
-def head_slim_scopes(config: DeepLabV3PlusConfig) -> dict[str, str]:
-    """`{Keras layer name: DeepLab slim scope}` for the decoder and the logits of `config`.
-
-    The ASPP's sublayers carry their slim scopes as names already (`layers.aspp`), without an
-    outer scope; a batch norm `<layer>_bn` is `<scope>/BatchNorm`.
-    """
-    scopes = {"logits_semantic": "logits/semantic"}
-    if config.decoder_output_stride is not None:
-        scopes["feature_projection0"] = "decoder/feature_projection0"
-        for index in range(2):
-            if config.decoder_separable:
-                for part in ("depthwise", "pointwise"):
-                    scopes[f"decoder_conv{index}_{part}"] = f"decoder/decoder_conv{index}_{part}"
-            else:
-                scopes[f"decoder_conv0_{index + 1}"] = f"decoder/decoder_conv0/decoder_conv0_{index + 1}"
-    return scopes
 
 
 # --------------------------------------------------------------------------- builder

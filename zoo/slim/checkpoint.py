@@ -5,18 +5,12 @@ The DeepLab model zoo publishes TF1 checkpoints whose variables are named by sli
 `image_pooling/BatchNorm/gamma`, `decoder/feature_projection0/BatchNorm/moving_mean`,
 `decoder/decoder_conv0_depthwise/depthwise_weights`, `logits/semantic/biases` (head).
 
-The name map, Keras variable path -> slim name:
-- Head: the zoo's head layers carry DeepLab's scopes as names (`layers.aspp`,
-  `zoo.segmentation.deeplab_v3_plus.head_slim_scopes`): inside the `aspp` layer, a sublayer
-  `aspp1_depthwise` is the scope `aspp1_depthwise`; `feature_projection0` is
-  `decoder/feature_projection0`; `logits_semantic` is `logits/semantic`. Variables: `kernel` ->
-  `weights` (`depthwise_weights` for a depthwise scope), `bias` -> `biases`, and the batch norm
-  `<layer>_bn/{gamma, beta, moving_mean, moving_variance}` -> `<scope>/BatchNorm/<same>`.
-- Backbone: a function `backbone_map(model) -> {keras variable path: slim name}`; by default
-  `default_backbone_map`, i.e. `zoo.backbones.slim.slim_variable_names` with DeepLab's scope for
-  the backbone (`resnet_v1_50` / `resnet_v1_101`, also for the `_beta` stems, `MobilenetV2`,
-  `xception_65`). Backbone variables that no map names (a ResNet-18, or a ResNet in the
-  keras.applications placement) are listed as `unmapped` in the report, never silently skipped.
+The names come from `zoo.slim.names`: `head_slim_names` for the ASPP, decoder and logits, and
+for the backbone a function `backbone_map(model) -> {keras variable path: slim name}`, by default
+`default_backbone_map` (`slim_variable_names` with DeepLab's scope: `resnet_v1_50` /
+`resnet_v1_101`, also for the `_beta` stems, `MobilenetV2`, `xception_65`). Backbone variables
+that no map names (a ResNet-18, or a ResNet in the keras.applications placement) are listed as
+`unmapped` in the report, never silently skipped.
 
 `import_checkpoint_archive(model, path)` is the importer of the manifest's
 `tf_checkpoint_archive` entries (the DeepLab model zoo's `.tar.gz` files), registered with
@@ -30,7 +24,6 @@ value is assigned as it is stored. Nothing is assigned when `strict=True` finds 
 from __future__ import annotations
 
 import dataclasses
-import re
 import tempfile
 from pathlib import Path
 from typing import Callable
@@ -38,10 +31,7 @@ from typing import Callable
 import tensorflow as tf
 
 from zoo import weights as weights_lib
-from zoo.backbones.slim import backbone_family, slim_variable_names
-
-from layers.aspp import ASPP, aspp_slim_names, slim_variable_name
-from zoo.segmentation.deeplab_v3_plus import DeepLabV3PlusConfig, head_slim_scopes
+from zoo.slim.names import default_backbone_map, head_slim_names
 
 # Checkpoint entries that are training state, not model weights: never "unexpected".
 TRAINING_STATE_SUFFIXES = ("/Momentum", "/ExponentialMovingAverage", "/Adam", "/Adam_1", "/RMSProp", "/RMSProp_1")
@@ -97,48 +87,6 @@ class SlimLoadReport:
         )
         section("model variables without a slim name", self.unmapped)
         return "\n".join(lines)
-
-
-# Every head scope the builder can create, separable decoder or not (their names differ).
-_HEAD_SCOPES = {
-    **head_slim_scopes(DeepLabV3PlusConfig(decoder_separable=True)),
-    **head_slim_scopes(DeepLabV3PlusConfig(decoder_separable=False)),
-}
-
-
-def head_slim_names(model) -> dict[str, str]:
-    """`{variable.path: slim name}` for the ASPP, decoder and logits variables of `model`."""
-    names = {}
-    for layer in model.layers:
-        if isinstance(layer, ASPP):
-            names.update(aspp_slim_names(layer))
-            continue
-        is_batch_norm = layer.name.endswith("_bn")
-        scope = _HEAD_SCOPES.get(layer.name.removesuffix("_bn") if is_batch_norm else layer.name)
-        if scope is None:
-            continue
-        for variable in layer.weights:
-            inner = variable.path.rsplit("/", 1)[1]
-            names[variable.path] = slim_variable_name(f"{scope}{'_bn' if is_batch_norm else ''}/{inner}")
-    return names
-
-
-def resnet_scope(model) -> str:
-    """DeepLab's scope of a slim-placement ResNet in `model`: `resnet_v1_{depth}`, the depth
-    counted from its bottleneck units (3 layers each, plus the stem and the classifier), so
-    `resnet_v1_50` for (3, 4, 6, 3) and `resnet_v1_101` for (3, 4, 23, 3), the beta stems too."""
-    units = sum(1 for layer in model.layers if re.fullmatch(r"conv\d_block\d+_1_conv", layer.name))
-    return f"resnet_v1_{3 * units + 2}"
-
-
-def default_backbone_map(model) -> dict[str, str]:
-    """`slim_variable_names` of `model`'s backbone with DeepLab's scope, or {} for a backbone
-    that has no slim layout (its variables are then reported as `unmapped`)."""
-    try:
-        family = backbone_family(model)
-        return slim_variable_names(model, scope=resnet_scope(model) if family == "resnet" else None)
-    except ValueError:
-        return {}
 
 
 def _is_training_state(name: str) -> bool:
@@ -281,6 +229,4 @@ def import_checkpoint_archive(model, path, *, max_bytes: int | None = None) -> w
 weights_lib.register_importer("tf_checkpoint_archive", import_checkpoint_archive)
 
 
-__all__ = [
-    "SlimLoadReport", "default_backbone_map", "head_slim_names", "import_checkpoint_archive", "load_slim_checkpoint",
-]
+__all__ = ["SlimLoadReport", "import_checkpoint_archive", "load_slim_checkpoint"]

@@ -1,9 +1,13 @@
-"""Names of the zoo backbones' variables in TF-slim checkpoints (the DeepLab model zoo's).
+"""Names of the zoo's variables in TF-slim checkpoints (the DeepLab model zoo's).
 
-`slim_variable_names(model, scope=...)` returns `{keras variable path: slim variable name}`
-for every backbone variable of `model` that has a slim counterpart; layers it does not know
-(a segmentation head, a pooling) are left out, so a head can add its own names. The map is a
-pure function of the layer names and types: it reads no checkpoint and changes no weight.
+Every map here is `{keras variable path: slim variable name}` and a pure function of the layer
+names and types: it reads no checkpoint and changes no weight (`zoo.slim.checkpoint` loads).
+
+- `slim_variable_names(model, scope=...)`: the backbone's variables that have a slim
+  counterpart; layers it does not know (a segmentation head, a pooling) are left out.
+- `head_slim_names(model)`: DeepLab-v3+'s head (`aspp_slim_names` inside `layers.ASPP`,
+  `head_slim_scopes` for the decoder and the logits).
+- `default_backbone_map(model)`: the backbone's names with DeepLab's scope (`resnet_scope`).
 
 Conventions, checked against tensorflow/models research/slim/nets and research/deeplab/core:
 
@@ -32,6 +36,14 @@ Per family (`{scope}` is the checkpoint's top scope):
   `{flow}/block{b}/unit_{u}/xception_module/separable_conv{i}_{depthwise,pointwise}` and
   `..._shortcut` -> `.../xception_module/shortcut`; each `_bn` is the op's `BatchNorm`.
   keras.applications' Xception has no slim checkpoint and is refused.
+
+DeepLab-v3+'s head (`zoo.segmentation.deeplab_v3_plus`, whose layers are named after DeepLab's
+scopes) has no top scope: inside the `aspp` layer (`layers.ASPP`) a sublayer `aspp1_depthwise`
+is the scope `aspp1_depthwise` (`image_pooling`, `aspp0`, `concat_projection` alike);
+`feature_projection0` is `decoder/feature_projection0`, `decoder_conv{i}_{depthwise,pointwise}`
+`decoder/decoder_conv{i}_{depthwise,pointwise}`, the non-separable decoder's `decoder_conv0_{1,2}`
+(slim.repeat's) `decoder/decoder_conv0/decoder_conv0_{1,2}` and `logits_semantic`
+`logits/semantic`; a batch norm `<layer>_bn` is `<scope>/BatchNorm`.
 """
 
 from __future__ import annotations
@@ -40,6 +52,7 @@ import re
 
 import keras
 
+from layers import ASPP
 from zoo.weights import weighted_layers
 
 DEFAULT_SCOPES = {"mobilenet_v2": "MobilenetV2", "xception": "xception_65"}
@@ -74,6 +87,15 @@ _XCEPTION_RULES = (
         + ("shortcut" if m[4] == "shortcut" else f"separable_conv{m[5]}_{m[6]}"),
     ),
 )
+# `{Keras layer name: slim scope}` of every decoder and logits layer the DeepLab-v3+ builder can
+# create, with a separable decoder or slim.repeat's plain one (see the module docstring).
+_HEAD_SCOPES = {
+    "logits_semantic": "logits/semantic",
+    "feature_projection0": "decoder/feature_projection0",
+    **{f"decoder_conv{index}_{part}": f"decoder/decoder_conv{index}_{part}"
+       for index in range(2) for part in ("depthwise", "pointwise")},
+    **{f"decoder_conv0_{repeat}": f"decoder/decoder_conv0/decoder_conv0_{repeat}" for repeat in (1, 2)},
+}
 _LOGITS = {"resnet": "logits", "mobilenet_v2": "Logits/Conv2d_1c_1x1", "xception": "logits"}
 _BATCH_NORM_VARIABLES = ("gamma", "beta", "moving_mean", "moving_variance")
 
@@ -111,6 +133,17 @@ def _variable_suffix(layer, variable) -> str:
     if short == "bias":
         return "biases"
     raise ValueError(f"no slim name for variable {variable.path!r} of layer {layer.name!r}")
+
+
+def _names_by_scope(layers, scope_of) -> dict[str, str]:
+    """`{variable.path: "<scope>/<slim variable>"}` for the variables of each of `layers` that
+    `scope_of(layer)` gives a slim scope (None: the layer is left out)."""
+    names = {}
+    for layer in layers:
+        scope = scope_of(layer)
+        if scope is not None:
+            names.update({variable.path: f"{scope}/{_variable_suffix(layer, variable)}" for variable in layer.weights})
+    return names
 
 
 def _check_resnet_placement(model) -> None:
@@ -158,14 +191,73 @@ def slim_variable_names(model, *, scope: str | None = None) -> dict[str, str]:
     if not re.fullmatch(r"[A-Za-z0-9_]+", scope):
         raise ValueError(f"scope must be one slim scope name such as 'resnet_v1_101', got {scope!r}")
     rules = {"resnet": _RESNET_RULES, "mobilenet_v2": _MOBILENET_RULES, "xception": _XCEPTION_RULES}[family]
-    names = {}
-    for layer in weighted_layers(model):
+
+    def op_scope(layer):
         if layer.name == "predictions":
-            op = _LOGITS[family]
+            return f"{scope}/{_LOGITS[family]}"
+        op = next((fn(m) for pattern, fn in rules if (m := pattern.match(layer.name))), None)
+        return None if op is None else f"{scope}/{op}"
+
+    return _names_by_scope(weighted_layers(model), op_scope)
+
+
+# --------------------------------------------------------------------------- DeepLab's head and scopes
+
+
+def _scope_name(layer) -> str:
+    """The scope a head layer is named after: its name, a batch norm's less its `_bn`."""
+    return layer.name.removesuffix("_bn") if isinstance(layer, keras.layers.BatchNormalization) else layer.name
+
+
+def _head_scope(layer) -> str | None:
+    return _HEAD_SCOPES.get(_scope_name(layer))
+
+
+def aspp_slim_names(layer: ASPP) -> dict[str, str]:
+    """`{variable.path: slim name}` for every variable of a built `layers.ASPP`.
+
+    Its sublayers carry DeepLab's scopes as names (a batch norm `<scope>_bn`), which have no
+    outer scope in the checkpoints: `aspp0/weights`, `image_pooling/BatchNorm/beta`.
+
+    Example:
+      >>> aspp_slim_names(model.get_layer("aspp"))["aspp/aspp1_depthwise_bn/gamma"]
+      'aspp1_depthwise/BatchNorm/gamma'
+    """
+    if not layer.built:
+        raise ValueError(f"aspp_slim_names: {layer.name} is not built")
+    return _names_by_scope(layer.sublayers, _scope_name)
+
+
+def head_slim_scopes(model) -> dict[str, str]:
+    """`{Keras layer name: DeepLab slim scope}` for the decoder and logits layers of `model` (a
+    DeepLab-v3+); the ASPP's are its sublayers' own names (`aspp_slim_names`)."""
+    return {layer.name: _HEAD_SCOPES[layer.name] for layer in model.layers if layer.name in _HEAD_SCOPES}
+
+
+def head_slim_names(model) -> dict[str, str]:
+    """`{variable.path: slim name}` for the ASPP, decoder and logits variables of `model`."""
+    names = {}
+    for layer in model.layers:
+        if isinstance(layer, ASPP):
+            names.update(aspp_slim_names(layer))
         else:
-            op = next((fn(m) for pattern, fn in rules if (m := pattern.match(layer.name))), None)
-        if op is None:
-            continue
-        for variable in layer.weights:
-            names[variable.path] = f"{scope}/{op}/{_variable_suffix(layer, variable)}"
+            names.update(_names_by_scope([layer], _head_scope))
     return names
+
+
+def resnet_scope(model) -> str:
+    """DeepLab's scope of a slim-placement ResNet in `model`: `resnet_v1_{depth}`, the depth
+    counted from its bottleneck units (3 layers each, plus the stem and the classifier), so
+    `resnet_v1_50` for (3, 4, 6, 3) and `resnet_v1_101` for (3, 4, 23, 3), the beta stems too."""
+    units = sum(1 for layer in model.layers if re.fullmatch(r"conv\d_block\d+_1_conv", layer.name))
+    return f"resnet_v1_{3 * units + 2}"
+
+
+def default_backbone_map(model) -> dict[str, str]:
+    """`slim_variable_names` of `model`'s backbone with DeepLab's scope, or {} for a backbone
+    that has no slim layout (its variables are then reported as `unmapped`)."""
+    try:
+        family = backbone_family(model)
+        return slim_variable_names(model, scope=resnet_scope(model) if family == "resnet" else None)
+    except ValueError:
+        return {}

@@ -1,5 +1,5 @@
 """DeepLab-v3+: output sizes at both output strides and odd sizes, decoder shapes, the config,
-frozen batch norm, slim scopes of the head, and a `.keras` round trip of a tiny model."""
+frozen batch norm and a `.keras` round trip of a tiny model."""
 
 import dataclasses
 import math
@@ -11,7 +11,7 @@ import pytest
 import zoo
 from layers import compat
 from tests.helpers import random_pixels
-from zoo.segmentation.deeplab_v3_plus import DeepLabV3PlusConfig, build_deeplab_v3_plus, head_slim_scopes
+from zoo.segmentation.deeplab_v3_plus import DeepLabV3PlusConfig, build_deeplab_v3_plus
 
 # A small segmenter for fast tests: ResNet-18 and narrow head layers.
 TINY = dict(backbone="resnet18", num_classes=3, aspp_filters=8, decoder_projection_filters=4, decoder_filters=8,
@@ -63,19 +63,7 @@ def test_non_separable_decoder_uses_slim_repeat_names():
     model = tiny(decoder_separable=False, aspp_separable=False)
     assert model.get_layer("decoder_conv0_1").kernel.shape == (3, 3, 8 + 4, 8)
     assert model.get_layer("aspp").get_config()["separable"] is False
-    scopes = head_slim_scopes(DeepLabV3PlusConfig(**TINY, decoder_separable=False))
-    assert scopes["decoder_conv0_2"] == "decoder/decoder_conv0/decoder_conv0_2"
-
-
-def test_every_head_layer_with_weights_has_a_slim_scope():
-    config = DeepLabV3PlusConfig(**TINY)
-    model = build_deeplab_v3_plus(config)
-    scopes = head_slim_scopes(config)
-    head = [layer.name for layer in model.layers if layer.weights and not layer.name.startswith("conv")]
-    unmapped = [name for name in head if name != "aspp" and name.removesuffix("_bn") not in scopes]
-    assert unmapped == []
-    assert scopes["decoder_conv0_depthwise"] == "decoder/decoder_conv0_depthwise"
-    assert scopes["logits_semantic"] == "logits/semantic"
+    assert model.get_layer("decoder_conv0_2").kernel.shape == (3, 3, 8, 8)
 
 
 def test_frozen_batch_norm_reaches_the_aspp_sublayers():

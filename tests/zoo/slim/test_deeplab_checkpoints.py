@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 
 import zoo
-from tests.zoo.segmentation.test_slim_import import write_slim_checkpoint
+from tests.zoo.slim.test_checkpoint import write_slim_checkpoint
 from tests.zoo.test_downloads import manifest_entry, md5, server, setup  # noqa: F401  (fixtures)
-from zoo import weights as weights_lib
 from zoo.segmentation.deeplab_v3_plus import DeepLabV3PlusConfig, build_deeplab_v3_plus
-from zoo.segmentation.slim_import import default_backbone_map, head_slim_names, load_slim_checkpoint
+from zoo.slim.checkpoint import load_slim_checkpoint
+from zoo.slim.names import default_backbone_map, head_slim_names
 
 TINY_HEAD = dict(num_classes=3, aspp_filters=8, decoder_projection_filters=4, decoder_filters=8,
                  input_shape=(32, 32, 3))

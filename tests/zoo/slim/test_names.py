@@ -1,11 +1,14 @@
-"""TF-slim checkpoint names of the DeepLab backbones.
+"""TF-slim checkpoint names (`zoo.slim.names`): the DeepLab backbones and DeepLab-v3+'s head.
 
-A checkpoint is written through `tf.compat.v1` under the slim names (random values), read back
+Backbones: a checkpoint is written through `tf.compat.v1` under the slim names (random values), read back
 with `tf.train.load_checkpoint` into the Keras model by `slim_variable_names`, and the Keras
 model is compared with an independent forward pass written here with `tf.nn` from TF-slim's
 definitions (research/slim/nets/resnet_v1.py, resnet_utils.py, research/deeplab/core/
 resnet_v1_beta.py and xception.py), which reads the weights by their slim names. A wrong name,
 a wrong stride placement or a wrong padding shows up as different numbers.
+
+Head: the ASPP's, the decoder's and the logits' names are spelled out by hand as DeepLab's
+checkpoints hold them.
 """
 
 import numpy as np
@@ -13,8 +16,10 @@ import pytest
 import tensorflow as tf
 
 import zoo
+from layers import ASPP
 from tests.helpers import random_pixels
-from zoo.backbones.slim import slim_variable_names
+from zoo.segmentation.deeplab_v3_plus import DeepLabV3PlusConfig, build_deeplab_v3_plus
+from zoo.slim.names import aspp_slim_names, head_slim_names, head_slim_scopes, slim_variable_names
 
 SIZE = 64
 
@@ -367,3 +372,65 @@ def test_deeplab_stops_mobilenet_v2_at_layer_18():
     names = set(slim_variable_names(model).values())
     assert not any("Conv_1" in name for name in names)
     assert model.output.shape[-1] == 320
+
+
+# ---------------------------------------------------------------------------------------------
+# DeepLab-v3+'s head
+
+# A small segmenter: ResNet-18 (no slim names: only the head is named) and narrow head layers.
+TINY_DEEPLAB = dict(backbone="resnet18", num_classes=3, aspp_filters=8, decoder_projection_filters=4,
+                    decoder_filters=8, preprocessing="torch", atrous_rates=(1, 2))
+
+
+def tiny_deeplab(**overrides):
+    return build_deeplab_v3_plus(DeepLabV3PlusConfig(**{**TINY_DEEPLAB, **overrides}), name="tiny_deeplab")
+
+
+def test_aspp_names_follow_deeplab_scopes():
+    layer = ASPP(4, atrous_rates=(6,), separable=True, name="aspp")
+    with pytest.raises(ValueError, match="not built"):
+        aspp_slim_names(layer)
+    layer.build((None, None, None, 3))
+    names = aspp_slim_names(layer)
+    assert names["aspp/aspp0/kernel"] == "aspp0/weights"
+    assert names["aspp/image_pooling_bn/moving_variance"] == "image_pooling/BatchNorm/moving_variance"
+    assert names["aspp/aspp1_depthwise/kernel"] == "aspp1_depthwise/depthwise_weights"
+    assert names["aspp/aspp1_pointwise_bn/gamma"] == "aspp1_pointwise/BatchNorm/gamma"
+    assert names["aspp/concat_projection/kernel"] == "concat_projection/weights"
+    assert len(names) == len(layer.weights) == len(set(names.values()))
+
+
+def test_head_names_are_deeplabs():
+    model = tiny_deeplab()
+    names = set(head_slim_names(model).values())
+    for expected in [
+        "image_pooling/weights", "image_pooling/BatchNorm/gamma", "aspp0/weights", "aspp0/BatchNorm/moving_mean",
+        "aspp1_depthwise/depthwise_weights", "aspp2_pointwise/BatchNorm/beta", "concat_projection/weights",
+        "decoder/feature_projection0/weights", "decoder/feature_projection0/BatchNorm/moving_variance",
+        "decoder/decoder_conv0_depthwise/depthwise_weights", "decoder/decoder_conv1_pointwise/weights",
+        "logits/semantic/weights", "logits/semantic/biases",
+    ]:
+        assert expected in names
+    assert not any(name.startswith(("conv1", "conv2")) for name in names)  # the backbone is not the head's
+
+
+def test_every_head_layer_with_weights_has_a_slim_scope():
+    model = tiny_deeplab()
+    scopes = head_slim_scopes(model)
+    head = [layer.name for layer in model.layers if layer.weights and not layer.name.startswith("conv")]
+    unmapped = [name for name in head if name != "aspp" and name.removesuffix("_bn") not in scopes]
+    assert unmapped == []
+    assert scopes["decoder_conv0_depthwise"] == "decoder/decoder_conv0_depthwise"
+    assert scopes["logits_semantic"] == "logits/semantic"
+
+
+def test_non_separable_decoder_has_slim_repeat_scopes():
+    model = tiny_deeplab(decoder_separable=False, aspp_separable=False)
+    scopes = head_slim_scopes(model)
+    assert scopes["decoder_conv0_1"] == "decoder/decoder_conv0/decoder_conv0_1"
+    assert scopes["decoder_conv0_2"] == "decoder/decoder_conv0/decoder_conv0_2"
+    assert "decoder_conv0_depthwise" not in scopes
+    names = head_slim_names(model)
+    gamma = model.get_layer("decoder_conv0_2_bn").gamma.path
+    assert names[gamma] == "decoder/decoder_conv0/decoder_conv0_2/BatchNorm/gamma"
+    assert {"aspp1/weights", "aspp1/BatchNorm/beta"} <= set(names.values())  # a plain 3x3 branch
