@@ -18,6 +18,7 @@ import tensorflow as tf
 import zoo
 from layers import ASPP
 from tests.helpers import random_pixels
+from tests.zoo.slim.test_checkpoint import write_slim_checkpoint
 from zoo.segmentation.deeplab_v3_plus import DeepLabV3PlusConfig, build_deeplab_v3_plus
 from zoo.slim.names import aspp_slim_names, head_slim_names, head_slim_scopes, slim_variable_names
 
@@ -45,16 +46,6 @@ def random_checkpoint_values(model, names, rng):
             value = rng.normal(0.0, 0.1, shape)
         values[name] = value.astype("float32")
     return values
-
-
-def write_slim_checkpoint(directory, values):
-    """A TF1 checkpoint holding `values` under their names, as slim's Saver writes it."""
-    with tf.Graph().as_default():
-        variables = {name: tf.compat.v1.Variable(value, name=name.replace("/", "_")) for name, value in values.items()}
-        saver = tf.compat.v1.train.Saver(variables)
-        with tf.compat.v1.Session() as session:
-            session.run(tf.compat.v1.global_variables_initializer())
-            return saver.save(session, str(directory / "model.ckpt"))
 
 
 def load_by_names(model, names, prefix):
@@ -211,7 +202,7 @@ def test_resnet_slim_checkpoint_computes_slim_resnet_v1(name, beta, output_strid
     )
     names = slim_variable_names(model, scope="resnet_v1_101")
     assert len(names) == len(model.weights)
-    prefix = write_slim_checkpoint(tmp_path, random_checkpoint_values(model, names, rng))
+    prefix = write_slim_checkpoint(tmp_path / "model.ckpt", random_checkpoint_values(model, names, rng))
     reader = load_by_names(model, names, prefix)
 
     stem = "conv1_1" if beta else "conv1"
@@ -298,7 +289,7 @@ def test_xception65_slim_checkpoint_computes_deeplab_xception(output_stride, mul
     )
     names = slim_variable_names(model)
     assert len(names) == len(model.weights)
-    prefix = write_slim_checkpoint(tmp_path, random_checkpoint_values(model, names, rng))
+    prefix = write_slim_checkpoint(tmp_path / "model.ckpt", random_checkpoint_values(model, names, rng))
     reader = load_by_names(model, names, prefix)
     inputs = rng.uniform(-1.0, 1.0, (1, SIZE, SIZE, 3)).astype("float32")
     outputs = model(inputs, training=False)
@@ -353,7 +344,7 @@ def test_mobilenet_v2_slim_checkpoint_loads_into_the_right_variables(rng, tmp_pa
     }
     assert {path: names[path] for path in expected_names} == expected_names
 
-    prefix = write_slim_checkpoint(tmp_path, random_checkpoint_values(model, names, rng))
+    prefix = write_slim_checkpoint(tmp_path / "model.ckpt", random_checkpoint_values(model, names, rng))
     reader = load_by_names(model, names, prefix)
     np.testing.assert_array_equal(
         model.get_layer("block_3_depthwise").kernel.numpy(),
