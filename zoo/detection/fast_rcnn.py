@@ -1,4 +1,4 @@
-"""Fast R-CNN with a VGG16 or ResNet-50 (R50-C4) backbone.
+"""Fast R-CNN with a VGG16, ResNet-50 (R50-C4) or MobileNet-v2 backbone.
 
 Paper: Girshick, "Fast R-CNN", ICCV 2015, https://arxiv.org/abs/1504.08083. The R50-C4 head
 (conv5 on each pooled RoI) is He et al., "Deep Residual Learning", https://arxiv.org/abs/1512.03385,
@@ -23,8 +23,14 @@ The model:
 - `fast_rcnn_resnet50`: ResNet-50 up to conv4 (C4, stride 16) -> RoIPooling 14 x 14 -> conv5
   (stride 2, keras.applications' names, so it too loads ImageNet weights) -> global average
   pooling.
-Both end in a (K + 1)-way softmax (`class_probs`, initialised N(0, 0.01)) and class-specific box
+- the MobileNet-v2 trunk (`faster_rcnn_mobilenetv2`): its last block's map, dilated to stride 16
+  (320 channels), -> RoI Align (`crop_and_resize`) 7 x 7 -> two fc layers of 1024
+  (torchvision's TwoMLPHead). keras.applications' layer names, so its ImageNet weights load.
+All end in a (K + 1)-way softmax (`class_probs`, initialised N(0, 0.01)) and class-specific box
 deltas (`box_regression`, N(0, 0.001)) in the (10, 10, 5, 5)-weighted parameterisation.
+
+A backbone family enters as a `DetectorTrunk` in `TRUNKS`: which registered backbone, which of its
+feature maps (`zoo.backbones.backbone_features`), and its per-RoI head.
 
 Proposals are the `rois` input: selective search (`zoo.detection.proposals.selective_search`),
 sliding windows, or any boxes. Training (RoI sampling, targets, the multi-task loss) is in
@@ -34,19 +40,20 @@ sliding windows, or any boxes. Training (RoI sampling, targets, the multi-task l
 from __future__ import annotations
 
 import dataclasses
-from typing import ClassVar, Literal
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar, Literal
 
 import keras
 
 from layers import RoIPooling
 from layers.detection_contract import BOX_DELTAS, CLASS_PROBS, DETECTIONS, FAST_RCNN, IMAGES, ROIS
-from zoo.backbones import resnet, vgg
-from zoo.backbones._common import check_choice, image_input
+from zoo.backbones import backbone_features, resnet
+from zoo.backbones._common import FeatureMap, check_choice, image_input
+from zoo.config import apply_overrides
 from zoo.detection.postprocess import ClassBoxDeltas, DetectionPostprocess, FlattenRoIs, UnflattenRoIs
-from zoo.registry import register
+from zoo.registry import get_spec, register
 
 PAPER = "Girshick, Fast R-CNN, ICCV 2015, https://arxiv.org/abs/1504.08083"
-BACKBONES = ("vgg16", "resnet50")
 FEATURE_STRIDE = 16
 MIN_INPUT_SIZE = 32
 
@@ -56,12 +63,13 @@ class FastRCNNConfig:
     """Configuration of a Fast R-CNN detector.
 
     Attributes:
-      backbone: "vgg16" (conv5_3) or "resnet50" (C4, with conv5 run per RoI).
+      backbone: "vgg16" (conv5_3), "resnet50" (C4, with conv5 run per RoI) or "mobilenetv2"
+        (its last map, dilated to stride 16); `TRUNKS` says what each gives.
       num_classes: K, the object classes (the background is added).
       pool_size: the RoI grid, 7 for VGG16 (the paper), 14 for R50-C4 (conv5 halves it).
       method: `layers.RoIPooling`'s "max" (Fast R-CNN's) or "crop_and_resize".
       input_shape: `(H, W, 3)`; H and W may be None (any size of at least 32 pixels).
-      fc_units, dropout: the VGG16 head's fc6/fc7 width and dropout rate.
+      fc_units, dropout: the fully connected head's width and dropout rate (VGG16's fc6/fc7).
       nms_iou_threshold: per-class NMS overlap, 0.3 in the paper's test code.
       score_threshold: detections scoring at most this are dropped.
       max_detections: D, detections kept per image.
@@ -69,7 +77,7 @@ class FastRCNNConfig:
       preprocessing: the backbone's in-graph normalisation ("caffe" for both ImageNet models).
     """
 
-    backbone: Literal["vgg16", "resnet50"] = "vgg16"
+    backbone: Literal["vgg16", "resnet50", "mobilenetv2"] = "vgg16"
     num_classes: int = 20
     pool_size: int = 7
     method: Literal["max", "crop_and_resize"] = "max"
@@ -109,62 +117,90 @@ class FastRCNNConfig:
             raise ValueError(f"box_weights must be four positive numbers, got {self.box_weights}")
 
     def unused_fields(self) -> dict[str, str]:
-        """`fc_units` and `dropout` size the VGG16 head's fc6/fc7; R50-C4 runs conv5 per RoI instead
-        (`zoo.config.unused_fields`: `zoo describe` hides them, an override of them raises)."""
-        if self.backbone == "vgg16":
+        """`fc_units` and `dropout` size the fully connected RoI head (VGG16, MobileNet-v2); R50-C4
+        runs conv5 per RoI instead (`zoo.config.unused_fields`: `zoo describe` hides them, an
+        override of them raises)."""
+        if TRUNKS[self.backbone].roi_head is fc_roi_head:
             return {}
-        reason = f"the VGG16 head's fc6/fc7 only, and backbone={self.backbone!r} runs conv5 per RoI"
+        reason = f"the fully connected RoI head only, and backbone={self.backbone!r} runs conv5 per RoI"
         return {"fc_units": reason, "dropout": reason}
 
 
-def vgg16_trunk(images, config: FastRCNNConfig):
-    """VGG16 to conv5_3 (stride 16): the `FeatureMap` the RoIs are pooled from."""
-    trunk = vgg.VGGConfig(include_top=False, preprocessing=config.preprocessing)
-    return vgg.vgg_features(trunk, images)["C4"]
+@dataclasses.dataclass(frozen=True)
+class DetectorTrunk:
+    """A backbone family as a stride-16 detector uses it: a few lines of data per family.
+
+    Attributes:
+      backbone: the registered backbone (`zoo.backbones.backbone_features`), whose layer names,
+        and so whose ImageNet weights, the detector's trunk keeps.
+      level: the feature map the RPN and the RoIs read, at stride 16.
+      roi_head: `(FeatureMap, rois, config) -> [B, N, features]`, the per-RoI head.
+      overrides: the backbone config's overrides (`last_level` stops a trunk whose last stage
+        the head runs per RoI).
+    """
+
+    backbone: str
+    level: str
+    roi_head: Callable
+    overrides: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+    def backbone_config(self, config: FastRCNNConfig):
+        """The backbone's registered config as the detector builds it (no top, its preprocessing)."""
+        options = {key: value for key, value in self.overrides.items() if key != "last_level"}
+        return apply_overrides(get_spec(self.backbone).config,
+                               {"include_top": False, "preprocessing": config.preprocessing, **options},
+                               model_name=self.backbone)
+
+    def features(self, images, config: FastRCNNConfig) -> FeatureMap:
+        """The stride-16 `FeatureMap` of raw-pixel `images`."""
+        features = backbone_features(self.backbone, images, preprocessing=config.preprocessing, **self.overrides)
+        return features[self.level]
 
 
-def vgg16_roi_head(features, rois, config: FastRCNNConfig):
-    """conv5_3 -> RoIPooling -> fc6 (`fc1`), fc7 (`fc2`): `[B, N, fc_units]`."""
-    pooled = RoIPooling(
+def roi_pool(features, rois, config: FastRCNNConfig):
+    """`[B, N, pool, pool, channels]`: `layers.RoIPooling` of the stride-16 map, the config's method."""
+    return RoIPooling(
         config.pool_size, spatial_scale=1.0 / features.stride, method=config.method, name="roi_pooling"
     )([features.tensor, rois])
+
+
+def fc_roi_head(features, rois, config: FastRCNNConfig):
+    """RoI pool -> flatten -> two fully connected layers (`fc1`, `fc2`): `[B, N, fc_units]`.
+
+    VGG16's fc6/fc7 (keras.applications' `fc1`/`fc2`, ImageNet-initialised by name on a 7 x 7
+    pool), and the light trunks' head (torchvision's TwoMLPHead).
+    """
+    pooled = roi_pool(features, rois, config)
     x = keras.layers.Reshape((-1, config.pool_size * config.pool_size * features.channels), name="flatten")(pooled)
     for name in ("fc1", "fc2"):
         x = keras.layers.Dense(config.fc_units, activation="relu", name=name)(x)
-        x = keras.layers.Dropout(config.dropout, name=f"{name}_dropout")(x)
+        if config.dropout:
+            x = keras.layers.Dropout(config.dropout, name=f"{name}_dropout")(x)
     return x
 
 
-def _resnet50_trunk_config(config: FastRCNNConfig):
-    return dataclasses.replace(resnet.resnet50(), include_top=False, preprocessing=config.preprocessing)
-
-
-def resnet50_trunk(images, config: FastRCNNConfig):
-    """ResNet-50 to conv4 (C4, stride 16): the `FeatureMap` the RoIs are pooled from."""
-    return resnet.resnet_features(_resnet50_trunk_config(config), images, last_level=4)["C4"]
-
-
-def resnet50_roi_head(features, rois, config: FastRCNNConfig):
-    """C4 -> RoIPooling -> conv5 on each RoI -> global average pool: `[B, N, 2048]`."""
-    trunk = _resnet50_trunk_config(config)
-    pooled = RoIPooling(
-        config.pool_size, spatial_scale=1.0 / features.stride, method=config.method, name="roi_pooling"
-    )([features.tensor, rois])
-    x = FlattenRoIs(name="flatten_rois")(pooled)
+def conv5_roi_head(features, rois, config: FastRCNNConfig):
+    """C4 -> RoI pool -> ResNet's conv5 on each RoI -> global average pool: `[B, N, 2048]`."""
+    trunk = TRUNKS[config.backbone].backbone_config(config)
+    x = FlattenRoIs(name="flatten_rois")(roi_pool(features, rois, config))
     x = resnet.stage(x, resnet.STAGE_FILTERS[3], trunk.depths[3], trunk, stride=2, dilation=1, name="conv5")
     x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
     return UnflattenRoIs(name="unflatten_rois")([x, rois])
 
 
-# backbone -> (images -> stride-16 FeatureMap, (FeatureMap, rois) -> per-RoI features). Faster
-# R-CNN (`zoo.detection.faster_rcnn`) runs the trunk once and feeds both its RPN and the head.
-TRUNKS = {"vgg16": vgg16_trunk, "resnet50": resnet50_trunk}
-ROI_HEADS = {"vgg16": vgg16_roi_head, "resnet50": resnet50_roi_head}
+# Faster R-CNN (`zoo.detection.faster_rcnn`) runs the trunk once and feeds both its RPN and the head.
+TRUNKS = {
+    "vgg16": DetectorTrunk("vgg16", "C4", fc_roi_head),
+    "resnet50": DetectorTrunk("resnet50", "C4", conv5_roi_head, {"last_level": 4}),
+    # Stride 16 by dilating the last blocks, as DeepLab does; without the 1280-channel Conv_1.
+    "mobilenetv2": DetectorTrunk("mobilenetv2", "C5", fc_roi_head, {"output_stride": 16, "last_conv": False}),
+}
+BACKBONES = tuple(TRUNKS)
 
 
 def detection_outputs(features, rois, images, config: FastRCNNConfig) -> dict:
     """The RoI head on `rois`: `class_probs`, `box_deltas` and the post-processed detections."""
-    x = ROI_HEADS[config.backbone](features, rois, config)
+    x = TRUNKS[config.backbone].roi_head(features, rois, config)
     classes = config.num_classes
     # float32 heads: a float16 softmax and the decoded boxes would lose the precision NMS needs.
     class_probs = keras.layers.Dense(
@@ -187,7 +223,7 @@ def build_fast_rcnn(config: FastRCNNConfig, *, name: str = "fast_rcnn") -> keras
     """A Fast R-CNN detector: `{"images", "rois"}` -> head outputs and detections (see module)."""
     images = image_input(config.input_shape)
     rois = keras.Input((None, 4), name=ROIS)
-    outputs = detection_outputs(TRUNKS[config.backbone](images, config), rois, images, config)
+    outputs = detection_outputs(TRUNKS[config.backbone].features(images, config), rois, images, config)
     return keras.Model({IMAGES: images, ROIS: rois}, outputs, name=name)
 
 

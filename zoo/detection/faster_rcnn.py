@@ -62,7 +62,7 @@ class FasterRCNNConfig(FastRCNNConfig):
       rpn_min_size: proposals with a side below this many pixels are dropped, 16.
     """
 
-    backbone: Literal["vgg16", "resnet50"] = "resnet50"
+    backbone: Literal["vgg16", "resnet50", "mobilenetv2"] = "resnet50"
     pool_size: int = 14
     anchor_scales: tuple[float, ...] = (128.0, 256.0, 512.0)
     anchor_aspect_ratios: tuple[float, ...] = (0.5, 1.0, 2.0)
@@ -92,7 +92,7 @@ class FasterRCNNConfig(FastRCNNConfig):
 def build_faster_rcnn(config: FasterRCNNConfig, *, name: str = "faster_rcnn") -> keras.Model:
     """A Faster R-CNN detector: `{"images"}` -> RPN outputs, proposals, head outputs and detections."""
     images = image_input(config.input_shape)
-    features = TRUNKS[config.backbone](images, config)
+    features = TRUNKS[config.backbone].features(images, config)
     anchor_layer = AnchorGrid(
         stride=features.stride, scales=config.anchor_scales, aspect_ratios=config.anchor_aspect_ratios,
         name=RPN_ANCHORS,
@@ -116,3 +116,17 @@ def build_faster_rcnn(config: FasterRCNNConfig, *, name: str = "faster_rcnn") ->
 def faster_rcnn_resnet50() -> FasterRCNNConfig:
     """Faster R-CNN R50-C4: an RPN (9 anchors per cell) and the Fast R-CNN head on one ResNet-50 C4."""
     return FasterRCNNConfig(backbone="resnet50", pool_size=14)
+
+
+@register("faster_rcnn_mobilenetv2", task="detection", builder=build_faster_rcnn, paper=PAPER)
+def faster_rcnn_mobilenetv2() -> FasterRCNNConfig:
+    """Faster R-CNN on MobileNet-v2 at stride 16, RoI Align 7 x 7 and two fc of 1024: the CPU detector.
+
+    The trunk's last blocks are dilated (DeepLab's output stride 16) and its Conv_1 dropped; the
+    RPN has 15 anchors per cell (32 to 512 pixels) on a 256-channel convolution. keras.applications'
+    layer names, so `weights="imagenet"` loads MobileNet-v2's ImageNet file into the trunk.
+    """
+    return FasterRCNNConfig(
+        backbone="mobilenetv2", preprocessing="tf", pool_size=7, method="crop_and_resize", fc_units=1024,
+        dropout=0.0, rpn_channels=256, anchor_scales=(32.0, 64.0, 128.0, 256.0, 512.0),
+    )
