@@ -48,7 +48,7 @@ PEER = "keras-hub DeepLabV3Plus (ResNet-50)"
 
 def stage_outputs(model) -> dict:
     """The zoo model's tensors at the ends of its main stages, in order: the backbone's maps
-    are found as the inputs of the head's first layers (zoo/segmentation/deeplab_v3_plus.py's
+    are found as the inputs of the head's first layers (zoo/segmentation/deeplabv3plus.py's
     names), whatever the backbone's own layer names."""
     stages = {}
     for label, layer_name, end in (("backbone to C2 (stride 4)", "feature_projection0", "input"),

@@ -9,7 +9,7 @@ because both packages may import `layers` (the builders in `zoo.detection` inclu
 `zoo` imports `training` only for the CLI's train and evaluate verbs. Pure Python: no tensor
 is touched.
 
-The contract (DESIGN.md's conventions):
+The contract (the README's "Architecture" describes it in prose):
 
 - Inputs: `IMAGES` `[B, H, W, 3]` raw pixels; a Fast R-CNN also takes `ROIS` `[B, N, 4]`
   pixels (padding rows all zeros) and is called with the dict `{"images", "rois"}`; a Faster

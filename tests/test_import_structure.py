@@ -1,10 +1,10 @@
 """The packages' import structure, read from the source with `ast` (nothing is imported).
 
-DESIGN.md's direction: `layers` <- `training` <- `zoo`: `layers` imports neither, `training`
-never imports `zoo`. Beside it: no module imports an underscore name from another module of the
-project (a helper two modules share is public, or lives in one of them), and `training`'s modules
-import each other without a cycle, function-level imports included (a cycle that a late import
-hides still ties the two modules together).
+The direction of the README's "Architecture": `layers` <- `training` <- `zoo`: `layers` imports
+neither, `training` never imports `zoo`. Beside it: no module imports an underscore name from
+another module of the project (a helper two modules share is public, or lives in one of them),
+and `training`'s modules import each other without a cycle, function-level imports included (a
+cycle that a late import hides still ties the two modules together).
 """
 
 import ast

@@ -25,7 +25,8 @@ _loaded = False
 
 
 def load_models() -> None:
-    """Import the model families (which registers them), `export` and `training`; idempotent."""
+    """Import the model families (which registers them), the exporters, `inspect` and `training`;
+    idempotent."""
     global _loaded
     if _loaded:
         return
@@ -33,12 +34,12 @@ def load_models() -> None:
     try:
         from zoo import backbones  # noqa: F401  (registers the backbone families)
         from zoo.detection import fast_rcnn  # noqa: F401  (registers the detectors)
-        from zoo import inspect  # noqa: F401  (receptive fields and feature maps)
+        from zoo import inspection  # receptive fields and feature maps: `zoo.inspect`
         from zoo.detection import faster_rcnn  # noqa: F401
         from zoo.detection import faster_rcnn_fpn  # noqa: F401
-        from zoo.segmentation import deeplab_v3_plus  # noqa: F401  (registers the segmenters)
+        from zoo.segmentation import deeplabv3plus  # noqa: F401  (registers the segmenters)
         from zoo import slim  # noqa: F401  (the importer of DeepLab's TF-slim checkpoint archives)
-        from zoo.export import export  # the function; `zoo.export` the module stays importable by name
+        from zoo.saved_model import export  # a SavedModel
         from zoo.export_formats import export_onnx, export_tflite  # ONNX and TFLite files
 
         # A `model.keras` written by `zoo train` names `training`'s objects too (the warm-up
@@ -51,6 +52,7 @@ def load_models() -> None:
     globals().update(
         build=registry.build, describe=registry.describe, list_models=registry.list_models,
         register=registry.register, export=export, export_onnx=export_onnx, export_tflite=export_tflite,
+        inspect=inspection,
     )
 
 
@@ -60,10 +62,10 @@ registry.populate_with(load_models)
 def __getattr__(name: str):
     if name not in __all__:
         raise AttributeError(f"module 'zoo' has no attribute {name!r}")
-    if name in ("backbones", "inspect"):  # submodules: `from zoo import backbones` asks here first
+    if name == "backbones":  # a submodule: `from zoo import backbones` asks here first
         import importlib
 
-        importlib.import_module(f"zoo.{name}")
+        importlib.import_module("zoo.backbones")
     load_models()
     return globals()[name]
 

@@ -37,7 +37,7 @@ import numpy as np
 import tensorflow as tf
 
 from layers.files import write_atomically
-from zoo.export import LABEL_FIRST_ID, export, serving_function
+from zoo.saved_model import LABEL_FIRST_ID, export, serving_function
 
 FORMATS = ("saved_model", "onnx", "tflite")
 SUFFIXES = {"onnx": ".onnx", "tflite": ".tflite"}

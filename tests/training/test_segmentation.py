@@ -19,7 +19,7 @@ from training.segmentation import (
     segmentation_cross_entropy,
 )
 from training.tasks import get_task
-from zoo.segmentation.deeplab_v3_plus import DeepLabV3PlusConfig, build_deeplab_v3_plus
+from zoo.segmentation.deeplabv3plus import DeepLabV3PlusConfig, build_deeplab_v3_plus
 
 TINY = dict(backbone="resnet18", aspp_filters=8, decoder_projection_filters=4, decoder_filters=8, preprocessing="torch")
 

@@ -2,7 +2,7 @@
 
 On a machine with a GPU, Keras's default `jit_compile="auto"` compiles `train_step` with XLA;
 an op without an XLA kernel (TensorFlow's NMS ops) then fails the first step. These tests force
-`jit_compile=True` on the CPU, which stands in for the GPU (DESIGN.md, "Known traps"). Models
+`jit_compile=True` on the CPU, which stands in for the GPU (README, "Training", XLA). Models
 are tiny (64-pixel images, narrow heads, the VGG16 trunk for the detectors: ResNet-50's training
 step takes minutes to compile on two busy cores); each trains for two steps through `fit`.
 """
@@ -17,7 +17,7 @@ from training.detection import FastRCNNTrainer, FasterRCNNTrainer
 from training.segmentation import SegmentationCrossEntropy
 from training.tasks import get_task
 from zoo.detection.proposals import sliding_windows
-from zoo.segmentation.deeplab_v3_plus import DeepLabV3PlusConfig, build_deeplab_v3_plus
+from zoo.segmentation.deeplabv3plus import DeepLabV3PlusConfig, build_deeplab_v3_plus
 
 # Each test compiles a training step or a whole detector with XLA: 5 to 50 seconds apiece.
 pytestmark = pytest.mark.slow

@@ -113,7 +113,7 @@ def test_onnx_deeplab_reproduces_logits_and_masks(tmp_path, rng):
         if size == (64, 64):
             agreement = (got["semantic_predictions"] == logits.argmax(-1)).mean()
         else:  # against the SavedModel's graph: crop to the content, resize back, argmax
-            from zoo.export import serving_function
+            from zoo.saved_model import serving_function
 
             function, _, _ = serving_function(model)
             agreement = (got["semantic_predictions"] == function(images)["semantic_predictions"].numpy()).mean()

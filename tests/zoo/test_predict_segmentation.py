@@ -10,7 +10,7 @@ import tensorflow as tf
 
 from zoo import cli
 from zoo.predict import predict_files, read_image, segment
-from zoo.segmentation.deeplab_v3_plus import DeepLabV3PlusConfig, build_deeplab_v3_plus
+from zoo.segmentation.deeplabv3plus import DeepLabV3PlusConfig, build_deeplab_v3_plus
 from zoo.segmentation.visualize import blend, voc_palette
 
 TINY = dict(backbone="resnet18", num_classes=3, aspp_filters=8, decoder_projection_filters=4, decoder_filters=8,

@@ -32,7 +32,7 @@ def test_the_task_names_are_one_tuple_in_zoo_and_the_same_in_training():
     import training
     from zoo import tasks
 
-    assert importlib.import_module("zoo.export").TASKS is registry.TASKS is tasks.TASKS
+    assert importlib.import_module("zoo.saved_model").TASKS is registry.TASKS is tasks.TASKS
     assert registry.TASKS == training.data.TASKS == tuple(sorted(training.TASKS))
 
 

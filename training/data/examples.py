@@ -4,7 +4,7 @@ Shapes: H x W images, n objects. An `Example` is one image with whatever labels 
 `DatasetSource` is a list of them with the class names they index. Readers (`voc`, `folder`,
 `synthetic`) build sources; `pipeline.make_dataset` turns one into a `tf.data.Dataset`.
 
-Conventions (the zoo's, see DESIGN.md): images RGB uint8 `[H, W, 3]`; boxes
+Conventions (the zoo's, in every package): images RGB uint8 `[H, W, 3]`; boxes
 `[ymin, xmin, ymax, xmax]` float32 in continuous image pixels; detection class ids 1-based with
 0 the background; segmentation masks uint8 class ids, 0 the background, 255 "ignore";
 classification labels 0-based. `class_names` never includes the background.

@@ -37,7 +37,7 @@ Per family (`{scope}` is the checkpoint's top scope):
   `..._shortcut` -> `.../xception_module/shortcut`; each `_bn` is the op's `BatchNorm`.
   keras.applications' Xception has no slim checkpoint and is refused.
 
-DeepLab-v3+'s head (`zoo.segmentation.deeplab_v3_plus`, whose layers are named after DeepLab's
+DeepLab-v3+'s head (`zoo.segmentation.deeplabv3plus`, whose layers are named after DeepLab's
 scopes) has no top scope: inside the `aspp` layer (`layers.ASPP`) a sublayer `aspp1_depthwise`
 is the scope `aspp1_depthwise` (`image_pooling`, `aspp0`, `concat_projection` alike);
 `feature_projection0` is `decoder/feature_projection0`, `decoder_conv{i}_{depthwise,pointwise}`

@@ -182,7 +182,7 @@ def test_every_frozen_batch_norm_folds_and_the_detections_stay():
     # `zoo export --fold-batch-norm` on the FPN model: all 53 frozen batch norms fold into the
     # convolutions before them (torchvision's have no bias), and the outputs do not move.
     from layers.frozen_batch_norm import FrozenBatchNormalization
-    from zoo.export import fold_batch_norm
+    from zoo.saved_model import fold_batch_norm
 
     model = zoo.build("faster_rcnn_resnet50_fpn", num_classes=3, min_size=128, max_size=160)
     rng = np.random.default_rng(0)

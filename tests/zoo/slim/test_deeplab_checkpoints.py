@@ -15,7 +15,7 @@ import pytest
 import zoo
 from tests.zoo.slim.test_checkpoint import write_slim_checkpoint
 from tests.zoo.test_downloads import manifest_entry, md5, server, setup  # noqa: F401  (fixtures)
-from zoo.segmentation.deeplab_v3_plus import DeepLabV3PlusConfig, build_deeplab_v3_plus
+from zoo.segmentation.deeplabv3plus import DeepLabV3PlusConfig, build_deeplab_v3_plus
 from zoo.slim.checkpoint import load_slim_checkpoint
 from zoo.slim.names import default_backbone_map, head_slim_names
 

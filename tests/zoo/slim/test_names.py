@@ -19,7 +19,7 @@ import zoo
 from layers import ASPP
 from tests.helpers import random_pixels
 from tests.zoo.slim.test_checkpoint import write_slim_checkpoint
-from zoo.segmentation.deeplab_v3_plus import DeepLabV3PlusConfig, build_deeplab_v3_plus
+from zoo.segmentation.deeplabv3plus import DeepLabV3PlusConfig, build_deeplab_v3_plus
 from zoo.slim.names import aspp_slim_names, head_slim_names, head_slim_scopes, slim_variable_names
 
 SIZE = 64

@@ -10,8 +10,8 @@ import pytest
 
 import zoo
 from tests.helpers import randomize_batch_norm
-from tests.zoo.test_export import CHILD, ROOT, pixels
-from zoo.segmentation.deeplab_v3_plus import DeepLabV3PlusConfig, build_deeplab_v3_plus
+from tests.zoo.test_saved_model import CHILD, ROOT, pixels
+from zoo.segmentation.deeplabv3plus import DeepLabV3PlusConfig, build_deeplab_v3_plus
 
 
 @pytest.mark.slow

@@ -11,7 +11,7 @@ import pytest
 import zoo
 from layers import compat
 from tests.helpers import random_pixels
-from zoo.segmentation.deeplab_v3_plus import DeepLabV3PlusConfig, build_deeplab_v3_plus
+from zoo.segmentation.deeplabv3plus import DeepLabV3PlusConfig, build_deeplab_v3_plus
 
 # A small segmenter for fast tests: ResNet-18 and narrow head layers.
 TINY = dict(backbone="resnet18", num_classes=3, aspp_filters=8, decoder_projection_filters=4, decoder_filters=8,

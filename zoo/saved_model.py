@@ -29,7 +29,7 @@ the ids the outputs use, and `zoo_export.json` lists the names.
 Only TensorFlow is needed to serve the result: the function is traced from the Keras model, so
 the zoo's layers, the resize and the NMS are graph ops in the SavedModel.
 
-Options (each checked against the unexported model in tests/zoo/test_export.py):
+Options (each checked against the unexported model in tests/zoo/test_saved_model.py):
 - `batch_size`: None for a dynamic batch, or a fixed N.
 - `image_size`: `(H, W)` the model runs at; its fixed input size by default. For a model that
   takes any size, None runs it at each input's own size.

@@ -21,7 +21,7 @@ import zoo
 from layers import PixelNormalization
 from tests.helpers import randomize_batch_norm
 from zoo import cli
-from zoo.export import fold_batch_norm, with_compute_dtype
+from zoo.saved_model import fold_batch_norm, with_compute_dtype
 
 ROOT = Path(__file__).resolve().parents[2]
 SAVED_MODEL_CLI = Path(sys.executable).with_name("saved_model_cli")
@@ -361,7 +361,7 @@ def test_existing_directory_is_refused_and_a_failed_export_leaves_the_old_one(tm
         Path(path, "saved_model.pb").write_bytes(b"half")
         raise OSError("disk full")
 
-    monkeypatch.setattr(importlib.import_module("zoo.export"), "_write", broken_write)
+    monkeypatch.setattr(importlib.import_module("zoo.saved_model"), "_write", broken_write)
     other = segmentation_stand_in()
     with pytest.raises(OSError, match="disk full"):
         zoo.export(other, target, overwrite=True)

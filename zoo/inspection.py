@@ -1,4 +1,4 @@
-"""Looking inside a model: receptive fields and feature maps.
+"""Looking inside a model: receptive fields and feature maps; `zoo.inspect` is this module.
 
     >>> import zoo
     >>> model = zoo.build("vgg16", include_top=False)

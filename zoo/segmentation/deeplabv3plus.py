@@ -29,8 +29,8 @@ checkpoint import (`zoo.slim`) uses.
 Batch norm: DeepLab's head uses decay 0.9997 and epsilon 1e-5 (`batch_norm_momentum`,
 `batch_norm_epsilon`); its ResNet backbones decay 0.95 and epsilon 1e-5, Xception-65 0.9997
 and 1e-3 (`backbone_batch_norm_*`). MobileNet-v2 gets slim's mobilenet `training_scope` decay,
-0.997 (epsilon 1e-3): DeepLab's feature extractor passes no other decay for it, so the 0.9997
-of DESIGN.md's list holds for Xception only.
+0.997 (epsilon 1e-3): DeepLab's feature extractor passes no other decay for it, so 0.9997 is
+Xception-65's alone (the README's DeepLab-v3+ table lists each backbone's).
 
 Backbones: `slim_backbone=True` (every registered variant) builds the backbone as DeepLab's
 TF-slim checkpoints were trained (`slim_backbone_options`), so they import by name (`zoo.slim`):

@@ -1,5 +1,5 @@
-"""zoo.inspect: receptive fields (hand-known values and empirical measurements), feature maps,
-and the `zoo inspect` command."""
+"""zoo.inspection (`zoo.inspect`): receptive fields (hand-known values and empirical
+measurements), feature maps, and the `zoo inspect` command."""
 
 import cv2
 import keras
@@ -8,7 +8,7 @@ import pytest
 
 import zoo
 from zoo import cli
-from zoo.inspect import ReceptiveField, feature_maps, receptive_field
+from zoo.inspection import ReceptiveField, feature_maps, receptive_field
 
 # ------------------------------------------------------------------ computed receptive fields
 
