@@ -16,6 +16,8 @@ SMALL = {
     "fast_rcnn_resnet50": dict(num_classes=K, max_detections=7),
     "faster_rcnn_resnet50": dict(num_classes=K, max_detections=7, anchor_scales=(16.0, 32.0), rpn_min_size=1.0,
                                  test_post_nms_top_n=3),
+    "faster_rcnn_mobilenetv2": dict(num_classes=K, max_detections=7, anchor_scales=(16.0, 32.0), rpn_min_size=1.0,
+                                    test_post_nms_top_n=3),
     "faster_rcnn_resnet50_fpn": dict(num_classes=K, max_detections=7, min_size=64, max_size=64,
                                      test_post_nms_top_n=3),
     "lenet5": dict(classes=K),
@@ -23,6 +25,7 @@ SMALL = {
 }
 KINDS = {"fast_rcnn_vgg16": contract.FAST_RCNN, "fast_rcnn_resnet50": contract.FAST_RCNN,
          "faster_rcnn_resnet50": contract.FASTER_RCNN, "faster_rcnn_resnet50_fpn": contract.FASTER_RCNN,
+         "faster_rcnn_mobilenetv2": contract.FASTER_RCNN,
          "lenet5": None, "deeplabv3plus_mobilenetv2": None}
 
 

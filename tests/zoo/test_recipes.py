@@ -77,7 +77,7 @@ def test_zoo_train_prints_and_stores_the_recipe_it_used(tmp_path):
     assert (tmp_path / "pred" / "predictions.json").is_file()
 
 
-def test_an_r50_c4_heads_roi_grid_scales_with_the_image_and_set_wins():
+def test_a_stride_16_heads_roi_grid_scales_with_the_image_and_set_wins():
     from zoo.detection.sizing import roi_head_overrides
 
     assert roi_head_overrides("faster_rcnn_resnet50", (600, 800), {}) == {"pool_size": 14}  # the registered one
@@ -86,6 +86,11 @@ def test_an_r50_c4_heads_roi_grid_scales_with_the_image_and_set_wins():
     assert roi_head_overrides("faster_rcnn_resnet50", (96, 96), {}) == {"pool_size": 4}
     assert roi_head_overrides("faster_rcnn_resnet50", (256, 256), {"pool_size": 8}) == {"pool_size": 8}
     assert roi_head_overrides("fast_rcnn_vgg16", (256, 256), {}) == {}  # fc6's weights fix VGG16's 7 x 7
+    # The MobileNet-v2 head's RoI Align: 7 * S / 600 rounded, in [4, 7].
+    assert roi_head_overrides("faster_rcnn_mobilenetv2", (600, 800), {}) == {"pool_size": 7}
+    assert roi_head_overrides("faster_rcnn_mobilenetv2", (400, 500), {}) == {"pool_size": 5}
+    assert roi_head_overrides("faster_rcnn_mobilenetv2", (192, 192), {}) == {"pool_size": 4}
+    assert roi_head_overrides("faster_rcnn_mobilenetv2", (192, 192), {"pool_size": 7}) == {"pool_size": 7}
 
 
 def test_detector_overrides_size_each_detector_kind_for_the_image():

@@ -24,8 +24,8 @@ The model:
   (stride 2, keras.applications' names, so it too loads ImageNet weights) -> global average
   pooling.
 - the MobileNet-v2 trunk (`faster_rcnn_mobilenetv2`): its last block's map, dilated to stride 16
-  (320 channels), -> RoI Align (`crop_and_resize`) 7 x 7 -> two fc layers of 1024
-  (torchvision's TwoMLPHead). keras.applications' layer names, so its ImageNet weights load.
+  (320 channels), -> RoI Align (`crop_and_resize`) 7 x 7 -> two fc layers of 512
+  (torchvision's TwoMLPHead at half its width). keras.applications' layer names, so its ImageNet weights load.
 All end in a (K + 1)-way softmax (`class_probs`, initialised N(0, 0.01)) and class-specific box
 deltas (`box_regression`, N(0, 0.001)) in the (10, 10, 5, 5)-weighted parameterisation.
 

