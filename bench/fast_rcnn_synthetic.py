@@ -44,6 +44,7 @@ import tensorflow as tf  # noqa: E402
 
 import zoo  # noqa: E402
 from training import TrainConfig, data, evaluate_detector, train  # noqa: E402
+from bench._machine import cpu_model_and_flags  # noqa: E402
 from zoo.detection.sizing import has_rpn, sliding_window_proposals  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
@@ -99,16 +100,10 @@ def window_proposals(tiers, aspect_ratios):
 
 
 def machine():
-    cpu = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu, flags = cpu_model_and_flags()
     return {
         "cpu": cpu,
+        "cpu_flags": flags,
         "cores": os.cpu_count(),
         "python": platform.python_version(),
         "tensorflow": tf.__version__,
@@ -283,7 +278,7 @@ def write_markdown(path, record):
         "## Machine",
         "",
         f"- CPU: {machine_info['cpu']}, {machine_info['cores']} cores visible, TensorFlow threads "
-        f"{config['threads']}",
+        f"{config['threads']}; flags of note: {', '.join(machine_info.get('cpu_flags', [])) or 'not recorded'}",
         f"- load average (1, 5, 15 min) before: {record['load_average_before']}, after training: "
         f"{record['load_average_after_training']} (the bench's {config['threads']} threads alone make about "
         f"{config['threads']})",

@@ -33,3 +33,24 @@ print("ok")
                             text=True, env={"TF_CPP_MIN_LOG_LEVEL": "2", "PATH": "/usr/bin:/bin"}, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip().endswith("ok")
+
+
+@pytest.mark.slow  # builds a MobileNet-v2 detector in a subprocess
+def test_the_readme_trunk_example_adds_a_detector_trunk_as_data():
+    readme = (ROOT / "README.md").read_text()
+    match = re.search(r"<!-- architecture-trunk-example[^>]*-->\n```python\n(.*?)```", readme, re.S)
+    assert match, "README.md has no architecture-trunk-example block"
+    checks = """
+from layers.detection_contract import FASTER_RCNN, RPN_ANCHORS, detector_kind
+assert detector_kind(model) == FASTER_RCNN
+assert model.get_layer(RPN_ANCHORS).input.shape[-1] == 160  # 320 channels at half width
+assert model.get_layer("class_probs").output.shape[-1] == 4
+full = zoo.build("faster_rcnn_mobilenetv2", num_classes=3)
+assert model.count_params() < full.count_params()
+assert zoo.describe("faster_rcnn_mobilenetv2_050").task == "detection"
+print("ok")
+"""
+    result = subprocess.run([sys.executable, "-c", match.group(1) + checks], cwd=ROOT, capture_output=True,
+                            text=True, env={"TF_CPP_MIN_LOG_LEVEL": "2", "PATH": "/usr/bin:/bin"}, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().endswith("ok")

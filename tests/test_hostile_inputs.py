@@ -54,7 +54,7 @@ def predict_over_its_input(tmp_path, capsys):
 
 
 def demo_over_a_users_runs(tmp_path, capsys):
-    theirs = tmp_path / "runs" / "fast_rcnn" / "model.keras"
+    theirs = tmp_path / "runs" / "detector" / "model.keras"
     theirs.parent.mkdir(parents=True)
     theirs.write_bytes(b"a user's run")
     assert cli.main(["demo", "--quick", "--out", str(tmp_path)]) == 2

@@ -47,8 +47,14 @@ def test_demo_trains_exports_and_reloads_both_heads(tmp_path, capsys):
     assert 0.0 <= summary["detection"]["mAP@0.5"] <= 1.0 and 0.0 <= summary["segmentation"]["mIoU"] <= 1.0
     for name in ("detection.png", "segmentation.png"):
         assert cv2.imread(str(tmp_path / "demo" / name)) is not None
-    for name in ("fast_rcnn_savedmodel", "deeplab_savedmodel"):
+    for name in ("detector_savedmodel", "deeplab_savedmodel"):
         assert (tmp_path / "demo" / name / "saved_model.pb").is_file()
+    # The closing table names both models with their figures; the pretrained photo is shown only
+    # where torchvision's COCO file is cached, and otherwise the demo says where to get it.
+    table = out[out.index("model "):]
+    assert "faster_rcnn_mobilenetv2" in table and "deeplabv3plus_mobilenetv2" in table and "images/s" in table
+    assert summary["detection"]["images_per_second"] > 0
+    assert summary["pretrained"]["shown"] or "torchvision's COCO weights are not in" in out
 
 
 def test_bad_override_syntax_is_rejected():
@@ -137,7 +143,7 @@ def test_demo_help_states_the_readmes_quick_time(capsys):
 def test_demo_refuses_to_delete_a_run_folder_it_did_not_make(tmp_path):
     from tests.helpers import run_zoo
 
-    theirs = tmp_path / "runs" / "fast_rcnn" / "model.keras"
+    theirs = tmp_path / "runs" / "detector" / "model.keras"
     theirs.parent.mkdir(parents=True)
     theirs.write_bytes(b"a user's run")
     result = run_zoo("demo", "--quick", "--out", tmp_path)

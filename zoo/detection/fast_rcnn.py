@@ -63,8 +63,8 @@ class FastRCNNConfig:
     """Configuration of a Fast R-CNN detector.
 
     Attributes:
-      backbone: "vgg16" (conv5_3), "resnet50" (C4, with conv5 run per RoI) or "mobilenetv2"
-        (its last map, dilated to stride 16); `TRUNKS` says what each gives.
+      backbone: a key of `TRUNKS`: "vgg16" (conv5_3), "resnet50" (C4, with conv5 run per RoI),
+        "mobilenetv2" (its last map, dilated to stride 16), or any trunk added there.
       num_classes: K, the object classes (the background is added).
       pool_size: the RoI grid, 7 for VGG16 (the paper), 14 for R50-C4 (conv5 halves it).
       method: `layers.RoIPooling`'s "max" (Fast R-CNN's) or "crop_and_resize".
@@ -77,7 +77,7 @@ class FastRCNNConfig:
       preprocessing: the backbone's in-graph normalisation ("caffe" for both ImageNet models).
     """
 
-    backbone: Literal["vgg16", "resnet50", "mobilenetv2"] = "vgg16"
+    backbone: str = "vgg16"
     num_classes: int = 20
     pool_size: int = 7
     method: Literal["max", "crop_and_resize"] = "max"
@@ -94,7 +94,7 @@ class FastRCNNConfig:
     detector_kind: ClassVar[str] = FAST_RCNN
 
     def __post_init__(self):
-        check_choice(self.backbone, BACKBONES, argument="backbone")
+        check_choice(self.backbone, tuple(TRUNKS), argument="backbone")
         check_choice(self.method, ("max", "crop_and_resize"), argument="method")
         if self.num_classes < 1:
             raise ValueError(f"num_classes must be a positive integer, got {self.num_classes}")
@@ -188,14 +188,14 @@ def conv5_roi_head(features, rois, config: FastRCNNConfig):
     return UnflattenRoIs(name="unflatten_rois")([x, rois])
 
 
-# Faster R-CNN (`zoo.detection.faster_rcnn`) runs the trunk once and feeds both its RPN and the head.
+# The detector trunks by `backbone` name; a new one is an entry (README, "Architecture"). Faster
+# R-CNN (`zoo.detection.faster_rcnn`) runs the trunk once and feeds both its RPN and the head.
 TRUNKS = {
     "vgg16": DetectorTrunk("vgg16", "C4", fc_roi_head),
     "resnet50": DetectorTrunk("resnet50", "C4", conv5_roi_head, {"last_level": 4}),
     # Stride 16 by dilating the last blocks, as DeepLab does; without the 1280-channel Conv_1.
     "mobilenetv2": DetectorTrunk("mobilenetv2", "C5", fc_roi_head, {"output_stride": 16, "last_conv": False}),
 }
-BACKBONES = tuple(TRUNKS)
 
 
 def detection_outputs(features, rois, images, config: FastRCNNConfig) -> dict:

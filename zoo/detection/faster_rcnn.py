@@ -32,7 +32,7 @@ suit images of about 600 pixels; for small images give smaller anchors and `rpn_
 from __future__ import annotations
 
 import dataclasses
-from typing import ClassVar, Literal
+from typing import ClassVar
 
 import keras
 
@@ -62,7 +62,7 @@ class FasterRCNNConfig(FastRCNNConfig):
       rpn_min_size: proposals with a side below this many pixels are dropped, 16.
     """
 
-    backbone: Literal["vgg16", "resnet50", "mobilenetv2"] = "resnet50"
+    backbone: str = "resnet50"
     pool_size: int = 14
     anchor_scales: tuple[float, ...] = (128.0, 256.0, 512.0)
     anchor_aspect_ratios: tuple[float, ...] = (0.5, 1.0, 2.0)
