@@ -50,11 +50,12 @@ from training.data.examples import VALIDATION_FRACTION, split_validation
 from training.distribute import is_chief, make_strategy
 from training.optimizers import OPTIMIZERS, SCHEDULES, WarmupSchedule, make_optimizer
 from training.precise_bn import PreciseBatchNorm, trainable_batch_norms
+from training.precision import POLICIES as MIXED_PRECISION
+from training.precision import resolve_mixed_precision
 from training.regularization import BATCH_NORM_MODES, apply_weight_decay, default_weight_decay
 from training.regularization import freeze_stages, set_batch_norm
 from training.tasks import get_task
 
-MIXED_PRECISION = (None, "mixed_float16", "mixed_bfloat16")
 JIT_COMPILE = {"auto": "auto", "on": True, "off": False}
 
 
@@ -91,7 +92,9 @@ class TrainConfig:
         `training.segmentation.DEEPLAB_AUGMENTATION`).
       validation_fraction: held out of the training source when no validation source is given.
       early_stopping_patience: epochs without improvement of the task's monitor before stopping.
-      mixed_precision: None, "mixed_float16" (loss scaling on) or "mixed_bfloat16".
+      mixed_precision: "auto" (bfloat16 where the CPU multiplies it natively, AMX; else float32:
+        `training.precision`), None or "float32", "mixed_float16" (loss scaling on) or
+        "mixed_bfloat16". `run.json` records the policy it resolved to.
       jit_compile: "auto" (Keras's choice: XLA on a GPU), "on" or "off"; every registered
         model's training step compiles with XLA (`tests/training/test_xla.py`).
       strategy: "default", "mirrored" or "multi_worker" (`training.distribute`).
@@ -116,7 +119,7 @@ class TrainConfig:
     augment: bool | dict = True
     validation_fraction: float = VALIDATION_FRACTION
     early_stopping_patience: int | None = None
-    mixed_precision: str | None = None
+    mixed_precision: str | None = "auto"
     jit_compile: str = "auto"
     strategy: str = "default"
     adversarial_epsilon: float = 0.0
@@ -444,8 +447,11 @@ def train(
 
     keras.utils.set_random_seed(config.seed)
     previous_policy = keras.config.dtype_policy()
-    if config.mixed_precision:
-        keras.config.set_dtype_policy(config.mixed_precision)
+    policy, why = resolve_mixed_precision(config.mixed_precision)
+    _say(verbose, f"train: precision {why}")
+    metadata = {**(metadata or {}), "precision": policy or "float32"}
+    if policy:
+        keras.config.set_dtype_policy(policy)
     try:
         strategy = make_strategy(config.strategy)
         restoring = resume and latest is not None

@@ -613,7 +613,10 @@ def make_parser() -> argparse.ArgumentParser:
     training.add_argument("--no-flip", action="store_true",
                           help="no horizontal flips in the augmentation (digits, text: a mirror changes them)")
     training.add_argument("--early-stopping", type=int, default=None, metavar="PATIENCE")
-    training.add_argument("--mixed-precision", choices=("mixed_float16", "mixed_bfloat16"))
+    training.add_argument("--mixed-precision", choices=("auto", "float32", "mixed_float16", "mixed_bfloat16"),
+                          default="auto",
+                          help="auto: mixed_bfloat16 where the CPU has AMX (amx_bf16), float32 elsewhere; "
+                               "float32 turns it off")
     training.add_argument("--jit-compile", choices=("auto", "on", "off"), default="auto",
                           help="XLA for the training step (auto: Keras's choice, on where a GPU is)")
     training.add_argument("--strategy", choices=("default", "mirrored", "multi_worker"), default="default")
