@@ -57,10 +57,19 @@ def get_task(name: str) -> Task:
     return TASKS[name]
 
 
+@keras.saving.register_keras_serializable(package="training")
+class TopKAccuracy(keras.metrics.SparseTopKCategoricalAccuracy):
+    """Keras's sparse top-k accuracy on float32 scores: TensorFlow's `in_top_k` takes float32
+    only, and a classifier under `mixed_bfloat16` returns bfloat16 probabilities."""
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        return super().update_state(y_true, keras.ops.cast(y_pred, "float32"), sample_weight)
+
+
 def _classification_metrics(num_classes: int) -> list:
     metrics = [keras.metrics.SparseCategoricalAccuracy(name="top1")]
     if num_classes > 5:
-        metrics.append(keras.metrics.SparseTopKCategoricalAccuracy(k=5, name="top5"))
+        metrics.append(TopKAccuracy(k=5, name="top5"))
     return metrics
 
 

@@ -89,3 +89,21 @@ def test_bfloat16_gives_float32s_detections_and_masks_on_a_fixed_input():
     # Masks: at least 98% of the pixels get the same class.
     agreement = np.mean(np.argmax(bf16_logits, -1) == np.argmax(f32_logits, -1))
     assert agreement >= 0.98, agreement
+
+
+def test_a_classifier_of_more_than_five_classes_trains_in_bfloat16_with_its_top5(tmp_path):
+    # The top-5 metric's in_top_k takes float32 only; the classifier's probabilities are bfloat16.
+    from training import TrainConfig, data, train
+
+    source = data.synthetic(16, image_size=(32, 32), num_classes=6)
+    config = TrainConfig(epochs=1, batch_size=8, image_size=(32, 32), augment=False, validation_fraction=0.0,
+                         mixed_precision="mixed_bfloat16", precise_bn=0)
+
+    def tiny(classes):
+        inputs = keras.Input((32, 32, 3))
+        x = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3, name="conv")(inputs))
+        return keras.Model(inputs, keras.layers.Dense(classes, activation="softmax")(x), name="tiny")
+
+    result = train(tiny, source, out_dir=tmp_path / "run", config=config, verbose=0)
+    assert result.model.output.dtype == "bfloat16"
+    assert 0.0 <= result.history["top5"][0] <= 1.0
