@@ -94,8 +94,8 @@ def main(argv=None) -> int:
     limit_threads(args.threads)
     keras.utils.set_random_seed(0)
     report = dict(date=time.strftime("%Y-%m-%d"), machine=machine(args.threads), size=args.size,
-                  output_stride=16, num_classes=21, xla=args.xla, warmup=args.warmup, rounds=args.rounds, models={})
-    model = zoo.build(MODEL, num_classes=21, output_stride=16)
+                  output_stride=16, num_classes=20, xla=args.xla, warmup=args.warmup, rounds=args.rounds, models={})
+    model = zoo.build(MODEL, num_classes=20, output_stride=16)
     images = tf.constant(np.random.default_rng(0).uniform(0, 255, (1, args.size, args.size, 3)).astype(np.float32))
     forward = tf.function(lambda x: model(x, training=False), jit_compile=args.xla)
 
@@ -146,7 +146,7 @@ def markdown(report) -> str:
         f"start, {m['load_average_at_end']} at the end. The two models took turns (one call each per round) so that "
         "they saw the same load; the minimum is the steadier figure.",
         f"One {report['size']} x {report['size']} image of random pixels, batch 1, random weights, "
-        f"{report['num_classes']} classes, output stride {report['output_stride']}, {mode}; milliseconds, median and "
+        f"{report['num_classes']} classes + background, output stride {report['output_stride']}, {mode}; milliseconds, median and "
         f"min of {report['rounds']} timed calls after {report['warmup']} warm-up calls. GFLOPs (bench/_flops.py, the "
         "same count in both venvs): 2 x the multiply-adds of every convolution and matmul in the frozen inference "
         "graph, from the ops' shapes; *run* counts what TensorFlow executes (it computes an atrous convolution over the "

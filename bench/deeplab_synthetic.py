@@ -102,7 +102,7 @@ def main(argv=None) -> int:
     out_dir = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="deeplab-bench-"))
     start = time.perf_counter()
     result = train(
-        lambda classes: zoo.build(args.model, num_classes=classes + 1, **overrides),
+        lambda classes: zoo.build(args.model, num_classes=classes, **overrides),
         train_source, out_dir=out_dir, task="segmentation", config=config, verbose=2,
     )
     training_seconds = time.perf_counter() - start

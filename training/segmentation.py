@@ -245,8 +245,8 @@ def evaluate_segmenter(model, source, *, image_size, batch_size=8, eval_scales=(
     names = list(class_names) if class_names is not None else ["background", *source.class_names]
     if num_classes != len(source.class_names) + 1 or len(names) != num_classes:
         raise ValueError(
-            f"evaluate_segmenter: the model has {num_classes} classes, the data {len(source.class_names)} object "
-            f"classes + background ({', '.join(source.class_names)})"
+            f"evaluate_segmenter: the model has {num_classes - 1} object classes + background, the data "
+            f"{len(source.class_names)} ({', '.join(source.class_names)})"
         )
     dataset = make_dataset(
         source, task="segmentation", batch_size=batch_size, image_size=image_size, training=False,

@@ -62,7 +62,7 @@ MODELS = {'alexnet': {'task': 'classification',
                                      'shape': (None, 6, 6, 256)}}},
  'deeplabv3plus_mobilenetv2': {'task': 'segmentation',
                                'summary': "DeepLab-v3+ on MobileNet-v2 (slim layout, decoder on layer_4's "
-                                          'depthwise output), OS 16, 21 classes.',
+                                          'depthwise output), OS 16, 20 classes + background.',
                                'paper': 'Chen et al., Encoder-Decoder with Atrous Separable Convolution for '
                                         'Semantic Image Segmentation (DeepLab-v3+), ECCV 2018, '
                                         'https://arxiv.org/abs/1802.02611',
@@ -81,7 +81,7 @@ MODELS = {'alexnet': {'task': 'classification',
                                           'source': "DeepLab's poly schedule and per-backbone weight decay; "
                                                     'Adam 1e-3 for short runs from random weights'},
                                'defaults': {'backbone': 'mobilenetv2',
-                                            'num_classes': 21,
+                                            'num_classes': 20,
                                             'output_stride': 16,
                                             'atrous_rates': None,
                                             'decoder_output_stride': 4,
@@ -129,7 +129,7 @@ MODELS = {'alexnet': {'task': 'classification',
                                'trainable_parameters': 2725573},
  'deeplabv3plus_resnet101': {'task': 'segmentation',
                              'summary': "DeepLab-v3+ on DeepLab's resnet_v1_101 (slim layout, "
-                                        'mean-subtracted inputs), OS 16, 21 classes.',
+                                        'mean-subtracted inputs), OS 16, 20 classes + background.',
                              'paper': 'Chen et al., Encoder-Decoder with Atrous Separable Convolution for '
                                       'Semantic Image Segmentation (DeepLab-v3+), ECCV 2018, '
                                       'https://arxiv.org/abs/1802.02611',
@@ -148,7 +148,7 @@ MODELS = {'alexnet': {'task': 'classification',
                                         'source': "DeepLab's poly schedule and per-backbone weight decay; "
                                                   'Adam 1e-3 for short runs from random weights'},
                              'defaults': {'backbone': 'resnet101',
-                                          'num_classes': 21,
+                                          'num_classes': 20,
                                           'output_stride': 16,
                                           'atrous_rates': None,
                                           'decoder_output_stride': 4,
@@ -196,7 +196,7 @@ MODELS = {'alexnet': {'task': 'classification',
                              'trainable_parameters': 45688261},
  'deeplabv3plus_resnet101_beta': {'task': 'segmentation',
                                   'summary': "DeepLab-v3+ on DeepLab's resnet_v1_101_beta (3x3 stem, slim "
-                                             'layout, [-1, 1] inputs), OS 16, 21 classes.',
+                                             'layout, [-1, 1] inputs), OS 16, 20 classes + background.',
                                   'paper': 'Chen et al., Encoder-Decoder with Atrous Separable Convolution '
                                            'for Semantic Image Segmentation (DeepLab-v3+), ECCV 2018, '
                                            'https://arxiv.org/abs/1802.02611',
@@ -215,7 +215,7 @@ MODELS = {'alexnet': {'task': 'classification',
                                              'source': "DeepLab's poly schedule and per-backbone weight "
                                                        'decay; Adam 1e-3 for short runs from random weights'},
                                   'defaults': {'backbone': 'resnet101_beta',
-                                               'num_classes': 21,
+                                               'num_classes': 20,
                                                'output_stride': 16,
                                                'atrous_rates': None,
                                                'decoder_output_stride': 4,
@@ -263,7 +263,7 @@ MODELS = {'alexnet': {'task': 'classification',
                                   'trainable_parameters': 45812037},
  'deeplabv3plus_resnet50': {'task': 'segmentation',
                             'summary': "DeepLab-v3+ on DeepLab's resnet_v1_50 (slim layout, mean-subtracted "
-                                       'inputs), OS 16, 21 classes.',
+                                       'inputs), OS 16, 20 classes + background.',
                             'paper': 'Chen et al., Encoder-Decoder with Atrous Separable Convolution for '
                                      'Semantic Image Segmentation (DeepLab-v3+), ECCV 2018, '
                                      'https://arxiv.org/abs/1802.02611',
@@ -282,7 +282,7 @@ MODELS = {'alexnet': {'task': 'classification',
                                        'source': "DeepLab's poly schedule and per-backbone weight decay; "
                                                  'Adam 1e-3 for short runs from random weights'},
                             'defaults': {'backbone': 'resnet50',
-                                         'num_classes': 21,
+                                         'num_classes': 20,
                                          'output_stride': 16,
                                          'atrous_rates': None,
                                          'decoder_output_stride': 4,
@@ -330,7 +330,7 @@ MODELS = {'alexnet': {'task': 'classification',
                             'trainable_parameters': 26696133},
  'deeplabv3plus_resnet50_beta': {'task': 'segmentation',
                                  'summary': "DeepLab-v3+ on DeepLab's resnet_v1_50_beta (3x3 stem, slim "
-                                            'layout, [-1, 1] inputs), OS 16, 21 classes.',
+                                            'layout, [-1, 1] inputs), OS 16, 20 classes + background.',
                                  'paper': 'Chen et al., Encoder-Decoder with Atrous Separable Convolution '
                                           'for Semantic Image Segmentation (DeepLab-v3+), ECCV 2018, '
                                           'https://arxiv.org/abs/1802.02611',
@@ -349,7 +349,7 @@ MODELS = {'alexnet': {'task': 'classification',
                                             'source': "DeepLab's poly schedule and per-backbone weight "
                                                       'decay; Adam 1e-3 for short runs from random weights'},
                                  'defaults': {'backbone': 'resnet50_beta',
-                                              'num_classes': 21,
+                                              'num_classes': 20,
                                               'output_stride': 16,
                                               'atrous_rates': None,
                                               'decoder_output_stride': 4,
@@ -397,7 +397,7 @@ MODELS = {'alexnet': {'task': 'classification',
                                  'trainable_parameters': 26819909},
  'deeplabv3plus_xception65': {'task': 'segmentation',
                               'summary': 'DeepLab-v3+ on the aligned Xception-65, separable ASPP and '
-                                         'decoder, OS 16, 21 classes.',
+                                         'decoder, OS 16, 20 classes + background.',
                               'paper': 'Chen et al., Encoder-Decoder with Atrous Separable Convolution for '
                                        'Semantic Image Segmentation (DeepLab-v3+), ECCV 2018, '
                                        'https://arxiv.org/abs/1802.02611',
@@ -416,7 +416,7 @@ MODELS = {'alexnet': {'task': 'classification',
                                          'source': "DeepLab's poly schedule and per-backbone weight decay; "
                                                    'Adam 1e-3 for short runs from random weights'},
                               'defaults': {'backbone': 'xception65',
-                                           'num_classes': 21,
+                                           'num_classes': 20,
                                            'output_stride': 16,
                                            'atrous_rates': None,
                                            'decoder_output_stride': 4,

@@ -205,13 +205,13 @@ def _read_dataset(args, *, split, classes, task, image_size):
 def _builder(name, image_size, overrides, task="classification"):
     import zoo
 
-    # Detectors count object classes (`num_classes`, the background is added); classifiers
-    # count outputs (`classes`); segmenters count logits, the background included.
+    # Every model counts the dataset's classes (README, "Class counts"): `classes` for a
+    # classifier (keras.applications' name), `num_classes` for a detector or a segmenter, which
+    # add their background class themselves.
     count = "classes" if task == "classification" else "num_classes"
-    extra = 1 if task == "segmentation" else 0
 
     def build(num_classes):
-        return zoo.build(name, **{count: num_classes + extra}, input_shape=(*image_size, 3), **overrides)
+        return zoo.build(name, **{count: num_classes}, input_shape=(*image_size, 3), **overrides)
 
     return build
 
@@ -382,8 +382,7 @@ def _load_trained(name, weights, image_size, classes, task="classification"):
     if str(weights).endswith(".keras"):
         return load_keras_file(weights)
     count = "classes" if task == "classification" else "num_classes"
-    extra = 1 if task == "segmentation" else 0
-    return zoo.build(name, weights=weights, **{count: len(classes) + extra}, input_shape=(*image_size, 3))
+    return zoo.build(name, weights=weights, **{count: len(classes)}, input_shape=(*image_size, 3))
 
 
 def _model_image_size(args, model, run):

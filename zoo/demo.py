@@ -208,7 +208,7 @@ def _segmenter(config, out_dir, summary):
     result = train(
         # DeepLab's own batch-norm decays: precise batch norm (TrainConfig.precise_bn, on by
         # default) re-estimates the statistics that a few hundred steps would leave at their start.
-        lambda classes: zoo.build(config.segmenter, num_classes=classes + 1, input_shape=(None, None, 3)),
+        lambda classes: zoo.build(config.segmenter, num_classes=classes, input_shape=(None, None, 3)),
         train_source, out_dir=out_dir / "runs" / "deeplab", task="segmentation",
         config=TrainConfig(epochs=config.segmenter_epochs, batch_size=config.batch_size, image_size=size,
                            optimizer="adam", learning_rate=1e-3, schedule="cosine", validation_fraction=0.0, seed=0),

@@ -225,6 +225,39 @@ def resolve_config(name: str, **overrides):
     return apply_overrides(spec.config, overrides, model_name=name)
 
 
+def class_count_columns(config, task: str) -> int | None:
+    """The class columns a model of `config` outputs: one meaning of a class count everywhere.
+
+    A count is the dataset's classes, never the background: `classes` for a classifier
+    (keras.applications' name) outputs that many; `num_classes` for a detector or a segmenter
+    outputs one more, class 0 the background it adds (PASCAL VOC: 20, 21 columns). None where the
+    config has no count or no top that shows it.
+    """
+    if task == "classification":
+        return getattr(config, "classes", None) if getattr(config, "include_top", True) else None
+    count = getattr(config, "num_classes", None)
+    return None if count is None else count + 1
+
+
+def check_class_count(model, config, task: str, *, model_name: str) -> None:
+    """Raises if the built model's class columns are not `class_count_columns(config, task)`:
+    the check that holds every builder, new families' too, to the one meaning."""
+    expected = class_count_columns(config, task)
+    if expected is None:
+        return
+    if task == "detection":
+        outputs = model.output
+        columns = outputs["class_probs"].shape[-1] if isinstance(outputs, dict) and "class_probs" in outputs else None
+    else:
+        columns = model.output.shape[-1] if not isinstance(model.output, (dict, list, tuple)) else None
+    if columns is not None and int(columns) != expected:
+        count = "classes" if task == "classification" else "num_classes"
+        raise ValueError(
+            f"{model_name}: its builder made {columns} class columns where {count}={getattr(config, count)} "
+            f"means {expected} ({'the classes' if task == 'classification' else 'the object classes and the background'})"
+        )
+
+
 def build(name: str, *, weights: str | None = None, **overrides):
     """Build the registered model `name`.
 
@@ -248,6 +281,7 @@ def build(name: str, *, weights: str | None = None, **overrides):
     spec = get_spec(name)
     config = apply_overrides(spec.config, overrides, model_name=name)
     model = spec.builder(config, name=name)
+    check_class_count(model, config, spec.task, model_name=name)
     # What built it, so that `zoo.export` can rebuild it under another dtype policy.
     model.zoo_config = config
     if weights is not None:

@@ -114,7 +114,7 @@ def test_deeplab_predicts_only_background_until_precise_bn(tmp_path):
     held_out = data.synthetic(48, image_size=size, num_classes=1, seed=99)
     config = TrainConfig(epochs=1, batch_size=8, image_size=(size, size), optimizer="adam", learning_rate=2e-3,
                          validation_fraction=0, precise_bn=0, augment=False)
-    result = train(lambda k: zoo.build("deeplabv3plus_mobilenetv2", num_classes=k + 1, input_shape=(size, size, 3)),
+    result = train(lambda k: zoo.build("deeplabv3plus_mobilenetv2", num_classes=k, input_shape=(size, size, 3)),
                    source, out_dir=tmp_path / "run", task="segmentation", config=config, verbose=0)
     before = evaluate_segmenter(result.model, held_out, image_size=(size, size))
     assert before["IoU/circle"] < 0.02, before  # inference mode: background (almost) everywhere
@@ -132,7 +132,7 @@ def test_validation_during_training_equals_evaluate_on_the_same_split(tmp_path):
     validation = data.synthetic(24, image_size=size, num_classes=2, seed=5)
     config = TrainConfig(epochs=2, batch_size=8, image_size=(size, size), optimizer="adam", learning_rate=1e-3,
                          precise_bn=4, augment=False)
-    result = train(lambda k: zoo.build("deeplabv3plus_mobilenetv2", num_classes=k + 1, input_shape=(size, size, 3)),
+    result = train(lambda k: zoo.build("deeplabv3plus_mobilenetv2", num_classes=k, input_shape=(size, size, 3)),
                    source, validation, out_dir=tmp_path / "run", task="segmentation", config=config, verbose=0)
     metrics = evaluate(result.model, validation, task="segmentation", batch_size=8, verbose=0)
     history = json.loads((tmp_path / "run" / "history.json").read_text())

@@ -15,7 +15,7 @@ from tests.helpers import random_pixels
 SMALL = {
     "classification": dict(input_shape=(64, 64, 3), classes=5, classifier_activation="softmax"),
     "detection": dict(num_classes=4, max_detections=7),
-    "segmentation": dict(num_classes=5, input_shape=(64, 64, 3)),
+    "segmentation": dict(num_classes=4, input_shape=(64, 64, 3)),  # like a detector: 4 + background
 }
 
 # Detectors with an RPN: anchors that fit a 64-pixel image, and 3 proposals (as the 3 RoIs above).

@@ -13,7 +13,7 @@ from zoo.predict import predict_files, read_image, segment
 from zoo.segmentation.deeplabv3plus import DeepLabV3PlusConfig, build_deeplab_v3_plus
 from zoo.segmentation.visualize import blend, voc_palette
 
-TINY = dict(backbone="resnet18", num_classes=3, aspp_filters=8, decoder_projection_filters=4, decoder_filters=8,
+TINY = dict(backbone="resnet18", num_classes=2, aspp_filters=8, decoder_projection_filters=4, decoder_filters=8,
             preprocessing="torch", atrous_rates=(1, 2))
 
 

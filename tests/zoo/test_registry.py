@@ -161,3 +161,36 @@ def test_the_zoo_command_imports_the_families_on_the_first_registry_lookup():
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.split() == ["False", "classification", "True", "True"]
+
+
+def test_one_meaning_of_a_class_count_checked_at_build_time():
+    # The dataset's classes everywhere: a classifier outputs `classes` columns, a detector's
+    # class_probs and a segmenter's logits one more (the background, class 0).
+    import dataclasses
+
+    import keras
+
+    from zoo.registry import check_class_count, class_count_columns
+
+    @dataclasses.dataclass
+    class Segmenter:
+        num_classes: int = 3
+
+    @dataclasses.dataclass
+    class Classifier:
+        classes: int = 10
+        include_top: bool = True
+
+    assert class_count_columns(Segmenter(), "segmentation") == 4
+    assert class_count_columns(Classifier(), "classification") == 10
+    assert class_count_columns(Classifier(include_top=False), "classification") is None
+    inputs = keras.Input((8, 8, 3))
+    check_class_count(keras.Model(inputs, keras.layers.Conv2D(4, 1)(inputs)), Segmenter(), "segmentation",
+                      model_name="good")
+    with pytest.raises(ValueError, match="made 3 class columns where num_classes=3 means 4"):
+        check_class_count(keras.Model(inputs, keras.layers.Conv2D(3, 1)(inputs)), Segmenter(), "segmentation",
+                          model_name="bad")
+    # Every registered family keeps it: a VOC detector and a VOC segmenter both say 20.
+    assert zoo.build("deeplabv3plus_mobilenetv2", input_shape=(64, 64, 3)).output.shape[-1] == 21
+    assert zoo.describe("deeplabv3plus_mobilenetv2").defaults["num_classes"] == 20
+    assert zoo.describe("faster_rcnn_resnet50").defaults["num_classes"] == 20

@@ -6,14 +6,15 @@ for Semantic Image Segmentation", ECCV 2018, https://arxiv.org/abs/1802.02611. T
 align-corners resizes, concatenation orders) follow the reference implementation,
 tensorflow/models `research/deeplab/model.py`.
 
-Shapes: B images of H x W pixels, K classes (the background included: 21 for PASCAL VOC),
-OS the encoder's output stride (8 or 16).
+Shapes: B images of H x W pixels, K object classes (`num_classes`: 20 for PASCAL VOC) and the
+background, class 0, which the model adds (K + 1 logits: 21 for VOC), OS the encoder's output
+stride (8 or 16).
 
     images [B, H, W, 3] raw pixels
       └─ backbone (dilated to OS) ─┬─ C2 [B, H/4, W/4, c2] ─ feature_projection0: 1x1, 48, BN, ReLU ───────────┐
                                    └─ last map [B, H/OS, W/OS, C] ─ aspp (layers.ASPP) ─ decoder_upsample ──────┴─ concat
          ─ decoder_conv0, decoder_conv1: 3x3, 256, BN, ReLU (separable: depthwise + pointwise)
-         ─ logits_semantic: 1x1, K, with bias ─ upsample_logits ─ logits [B, H, W, K] (float32)
+         ─ logits_semantic: 1x1, K + 1, with bias ─ upsample_logits ─ logits [B, H, W, K + 1] (float32)
 
 Sizes are rounded up at each stride (`ceil(H / 4)`), so any H, W of at least 32 pixels works,
 and the logits are resized to exactly H x W. Every resize is `layers.resize_bilinear(...,
@@ -72,7 +73,8 @@ class DeepLabV3PlusConfig:
     Attributes:
       backbone: a registered backbone with a feature contract (`zoo.describe(name).is_backbone`)
         and an `output_stride` option; the decoder taps its `C2`, the ASPP its deepest map.
-      num_classes: K, the classes of the logits, background included (21 for PASCAL VOC).
+      num_classes: K, the object classes, as a detector counts them; the logits have K + 1
+        channels, class 0 the background (20 for PASCAL VOC: 21 logits).
       output_stride: 16 or 8, the encoder's stride (the backbone's dilation switch).
       atrous_rates: the ASPP's 3x3 rates; None derives DeepLab's from `output_stride`
         ((6, 12, 18) at 16, (12, 24, 36) at 8).
@@ -100,7 +102,7 @@ class DeepLabV3PlusConfig:
     """
 
     backbone: str = "resnet50"
-    num_classes: int = 21
+    num_classes: int = 20
     output_stride: int = 16
     atrous_rates: tuple[int, ...] | None = None
     decoder_output_stride: int | None = 4
@@ -259,11 +261,11 @@ def backbone_overrides(config: DeepLabV3PlusConfig) -> dict:
 
 
 def build_deeplab_v3_plus(config: DeepLabV3PlusConfig, *, name: str = "deeplab_v3_plus") -> keras.Model:
-    """A DeepLab-v3+ segmenter: raw pixels `[B, H, W, 3]` -> logits `[B, H, W, K]` (float32).
+    """A DeepLab-v3+ segmenter: raw pixels `[B, H, W, 3]` -> logits `[B, H, W, K + 1]` (float32).
 
     Example:
       >>> model = zoo.build("deeplabv3plus_resnet50", num_classes=3, input_shape=(65, 65, 3))
-      >>> model(images).shape  # (B, 65, 65, 3)
+      >>> model(images).shape  # (B, 65, 65, 4): three object classes and the background
     """
     images = image_input(config.input_shape)
     features = backbone_features(config.backbone, images, **backbone_overrides(config))
@@ -286,7 +288,7 @@ def build_deeplab_v3_plus(config: DeepLabV3PlusConfig, *, name: str = "deeplab_v
         x = decoder(context, low_level.tensor, config)
     # float32 logits: a float16 softmax over many pixels would lose precision in the loss.
     logits = keras.layers.Conv2D(
-        config.num_classes, 1, kernel_initializer=keras.initializers.TruncatedNormal(stddev=LOGITS_STDDEV),
+        config.num_classes + 1, 1, kernel_initializer=keras.initializers.TruncatedNormal(stddev=LOGITS_STDDEV),
         dtype="float32", name="logits_semantic",
     )(x)
     logits = ResizeBilinear(name="upsample_logits", dtype="float32")([logits, images])
@@ -315,31 +317,31 @@ _RESNET = dict(
 
 @_register("deeplabv3plus_resnet50")
 def deeplabv3plus_resnet50() -> DeepLabV3PlusConfig:
-    """DeepLab-v3+ on DeepLab's resnet_v1_50 (slim layout, mean-subtracted inputs), OS 16, 21 classes."""
+    """DeepLab-v3+ on DeepLab's resnet_v1_50 (slim layout, mean-subtracted inputs), OS 16, 20 classes + background."""
     return DeepLabV3PlusConfig(backbone="resnet50", preprocessing="deeplab_resnet", **_RESNET)
 
 
 @_register("deeplabv3plus_resnet101")
 def deeplabv3plus_resnet101() -> DeepLabV3PlusConfig:
-    """DeepLab-v3+ on DeepLab's resnet_v1_101 (slim layout, mean-subtracted inputs), OS 16, 21 classes."""
+    """DeepLab-v3+ on DeepLab's resnet_v1_101 (slim layout, mean-subtracted inputs), OS 16, 20 classes + background."""
     return DeepLabV3PlusConfig(backbone="resnet101", preprocessing="deeplab_resnet", **_RESNET)
 
 
 @_register("deeplabv3plus_resnet50_beta")
 def deeplabv3plus_resnet50_beta() -> DeepLabV3PlusConfig:
-    """DeepLab-v3+ on DeepLab's resnet_v1_50_beta (3x3 stem, slim layout, [-1, 1] inputs), OS 16, 21 classes."""
+    """DeepLab-v3+ on DeepLab's resnet_v1_50_beta (3x3 stem, slim layout, [-1, 1] inputs), OS 16, 20 classes + background."""
     return DeepLabV3PlusConfig(backbone="resnet50_beta", preprocessing="tf", **_RESNET)
 
 
 @_register("deeplabv3plus_resnet101_beta")
 def deeplabv3plus_resnet101_beta() -> DeepLabV3PlusConfig:
-    """DeepLab-v3+ on DeepLab's resnet_v1_101_beta (3x3 stem, slim layout, [-1, 1] inputs), OS 16, 21 classes."""
+    """DeepLab-v3+ on DeepLab's resnet_v1_101_beta (3x3 stem, slim layout, [-1, 1] inputs), OS 16, 20 classes + background."""
     return DeepLabV3PlusConfig(backbone="resnet101_beta", preprocessing="tf", **_RESNET)
 
 
 @_register("deeplabv3plus_mobilenetv2")
 def deeplabv3plus_mobilenetv2() -> DeepLabV3PlusConfig:
-    """DeepLab-v3+ on MobileNet-v2 (slim layout, decoder on layer_4's depthwise output), OS 16, 21 classes."""
+    """DeepLab-v3+ on MobileNet-v2 (slim layout, decoder on layer_4's depthwise output), OS 16, 20 classes + background."""
     # slim's mobilenet training_scope: batch norm decay 0.997, epsilon 1e-3 (DeepLab passes no
     # other decay for MobileNet-v2, unlike Xception's 0.9997).
     return DeepLabV3PlusConfig(
@@ -350,7 +352,7 @@ def deeplabv3plus_mobilenetv2() -> DeepLabV3PlusConfig:
 
 @_register("deeplabv3plus_xception65")
 def deeplabv3plus_xception65() -> DeepLabV3PlusConfig:
-    """DeepLab-v3+ on the aligned Xception-65, separable ASPP and decoder, OS 16, 21 classes."""
+    """DeepLab-v3+ on the aligned Xception-65, separable ASPP and decoder, OS 16, 20 classes + background."""
     return DeepLabV3PlusConfig(
         backbone="xception65", preprocessing="tf", slim_backbone=True,
         backbone_batch_norm_momentum=0.9997, backbone_batch_norm_epsilon=1e-3,

@@ -14,7 +14,7 @@ from tests.helpers import random_pixels
 from zoo.segmentation.deeplabv3plus import DeepLabV3PlusConfig, build_deeplab_v3_plus
 
 # A small segmenter for fast tests: ResNet-18 and narrow head layers.
-TINY = dict(backbone="resnet18", num_classes=3, aspp_filters=8, decoder_projection_filters=4, decoder_filters=8,
+TINY = dict(backbone="resnet18", num_classes=2, aspp_filters=8, decoder_projection_filters=4, decoder_filters=8,
             preprocessing="torch")
 
 
@@ -82,7 +82,7 @@ def test_registered_variants_and_their_configs():
         assert zoo.describe(name).task == "segmentation"
     beta = zoo.registry.resolve_config("deeplabv3plus_resnet101_beta")
     assert beta.preprocessing == "tf" and beta.backbone_batch_norm_momentum == 0.95
-    assert beta.num_classes == 21 and beta.output_stride == 16 and beta.rates == (6, 12, 18)
+    assert beta.num_classes == 20 and beta.output_stride == 16 and beta.rates == (6, 12, 18)
     assert dataclasses.replace(beta, output_stride=8).rates == (12, 24, 36)
 
 

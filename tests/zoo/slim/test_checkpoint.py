@@ -9,7 +9,7 @@ from zoo.segmentation.deeplabv3plus import DeepLabV3PlusConfig, build_deeplab_v3
 from zoo.slim.checkpoint import load_slim_checkpoint
 from zoo.slim.names import head_slim_names
 
-TINY = dict(backbone="resnet18", num_classes=3, aspp_filters=8, decoder_projection_filters=4, decoder_filters=8,
+TINY = dict(backbone="resnet18", num_classes=2, aspp_filters=8, decoder_projection_filters=4, decoder_filters=8,
             preprocessing="torch", atrous_rates=(1, 2))
 
 
