@@ -6,7 +6,7 @@ Paper: Ren et al., "Faster R-CNN", NeurIPS 2015, https://arxiv.org/abs/1506.0149
 (`match_anchors`, `sample_anchors`), the losses `training.detection.losses`' (`rpn_loss`,
 `fast_rcnn_loss`), the steps `training.detection.trainer`'s.
 
-Shapes: B images, K anchors per image, M ground-truth rows per image (padding rows class 0), N
+Shapes: B images, P anchors per image, M ground-truth rows per image (padding rows class 0), N
 proposals, R sampled RoIs per image. Boxes are `[ymin, xmin, ymax, xmax]` pixels.
 
 Decisions:

@@ -5,7 +5,7 @@ Papers: Girshick, "Fast R-CNN", ICCV 2015, https://arxiv.org/abs/1504.08083, sec
 https://arxiv.org/abs/1506.01497, section 3.1.2 ("Loss Function"), with py-faster-rcnn's
 values.
 
-Shapes: B images, R sampled RoIs per image, K object classes (`fast_rcnn_loss`); A anchors per
+Shapes: B images, R sampled RoIs per image, K object classes (`fast_rcnn_loss`); P anchors per
 image (`rpn_loss`). Targets are those of `training.detection.targets`. Every loss is computed in
 float32 and comes back as a dict of named scalar parts.
 
@@ -101,10 +101,10 @@ def rpn_loss(objectness, box_deltas, labels, box_targets, *, beta=RPN_SMOOTH_L1_
     anchor.
 
     Args:
-      objectness: `[B, K]` logits.
-      box_deltas: `[B, K, 4]`.
-      labels: `[B, K]` int, 1 / 0 sampled, -1 not.
-      box_targets: `[B, K, 4]` (used where the label is 1).
+      objectness: `[B, P]` logits.
+      box_deltas: `[B, P, 4]`.
+      labels: `[B, P]` int, 1 / 0 sampled, -1 not.
+      box_targets: `[B, P, 4]` (used where the label is 1).
       beta: smooth L1's beta, 1/9.
     """
     objectness = tf.cast(objectness, tf.float32)

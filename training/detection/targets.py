@@ -7,7 +7,7 @@ R-CNN", NeurIPS 2015, https://arxiv.org/abs/1506.01497, section 3.1.2 ("Training
 py-faster-rcnn's `rpn/anchor_target_layer.py`.
 
 Shapes: B images, N proposals per image, M ground-truth rows per image (padding rows have class
-0), C = N + M (+ padding) candidate RoIs, R sampled RoIs per image, K anchors per image. Boxes
+0), Q = N + M (+ padding) candidate RoIs, R sampled RoIs per image, P anchors per image. Boxes
 are `[ymin, xmin, ymax, xmax]` in pixels of the (resized) input image, as everywhere in the zoo.
 
 Names: `class_targets` are 1-based object classes for foreground RoIs, 0 for background and -1
@@ -123,7 +123,7 @@ def _anchors(value, *, function):
     if anchors.shape.rank == 2:
         anchors = anchors[None]
     if anchors.shape.rank not in (None, 3) or anchors.shape[-1] not in (None, 4):
-        raise ValueError(f"{function}: anchors must be [K, 4] or [B, K, 4], got shape {tuple(anchors.shape)}")
+        raise ValueError(f"{function}: anchors must be [K, 4] or [B, P, 4], got shape {tuple(anchors.shape)}")
     return anchors
 
 
@@ -248,7 +248,7 @@ def sample_rois(
     candidates = tf.concat([proposals, gt_boxes, tf.zeros([batch, count, 4])], axis=1)
     match = match_rois(candidates, gt_boxes, gt_classes, foreground_iou=foreground_iou, background_iou=background_iou)
     targets = match["class_targets"]
-    keys = tf.random.stateless_uniform(tf.shape(targets), seed)  # [B, C] in [0, 1)
+    keys = tf.random.stateless_uniform(tf.shape(targets), seed)  # [B, Q] in [0, 1)
     foreground, background = targets > 0, tf.equal(targets, 0)
 
     def draw(eligible, k):
@@ -323,7 +323,7 @@ def match_anchors(anchors, gt_boxes, gt_classes, image_shape, *, positive_iou=PO
     """Each anchor's RPN label and box target (the paper's assignment; see the module).
 
     Args:
-      anchors: `[K, 4]` (the same for every image) or `[B, K, 4]` pixels.
+      anchors: `[P, 4]` (the same for every image) or `[B, P, 4]` pixels.
       gt_boxes: `[B, M, 4]` pixels (M may be 0); gt_classes: `[B, M]` int, 0 for padding.
       image_shape: `(height, width)` of the batch, for the border rule.
       positive_iou, negative_iou: 0.7 and 0.3.
@@ -333,9 +333,9 @@ def match_anchors(anchors, gt_boxes, gt_classes, image_shape, *, positive_iou=PO
 
     Returns:
       A dict of
-        "labels": `[B, K]` int32, 1 positive, 0 negative, -1 ignored;
-        "box_targets": `[B, K, 4]` float32, zeros except for positives;
-        "max_iou": `[B, K]` float32, the IoU with the best real ground-truth box (0 if none).
+        "labels": `[B, P]` int32, 1 positive, 0 negative, -1 ignored;
+        "box_targets": `[B, P, 4]` float32, zeros except for positives;
+        "max_iou": `[B, P]` float32, the IoU with the best real ground-truth box (0 if none).
 
     Example:
       >>> match_anchors([[0, 0, 16, 16], [0, 16, 16, 32]], [[[0, 0, 16, 16]]], [[1]], (16, 32))["labels"]
@@ -363,7 +363,7 @@ def match_anchors(anchors, gt_boxes, gt_classes, image_shape, *, positive_iou=PO
         inside = ((anchors[..., 0] >= -border) & (anchors[..., 1] >= -border)
                   & (anchors[..., 2] <= size[0] + border) & (anchors[..., 3] <= size[1] + border))
     inside = inside & has_area(anchors)
-    overlaps = box_ops.iou(anchors, gt_boxes)  # [B, K, M + 1]
+    overlaps = box_ops.iou(anchors, gt_boxes)  # [B, P, M + 1]
     counted = inside[:, :, None] & gt_real[:, None, :]
     overlaps = tf.where(counted, overlaps, -1.0)
     max_iou = tf.maximum(tf.reduce_max(overlaps, axis=2), 0.0)
@@ -386,13 +386,13 @@ def sample_anchors(labels, *, seed, anchors_per_image=ANCHORS_PER_IMAGE, positiv
     `anchors_per_image`). The draw is a function of `seed` alone.
 
     Args:
-      labels: `[B, K]` int, 1 / 0 / -1 (`match_anchors`'s).
+      labels: `[B, P]` int, 1 / 0 / -1 (`match_anchors`'s).
       seed: a `[2]` int stateless seed.
       anchors_per_image: S, 256.
       positive_fraction: 0.5.
 
     Returns:
-      `[B, K]` int32 labels, at most S per image not -1.
+      `[B, P]` int32 labels, at most S per image not -1.
     """
     function = "sample_anchors"
     if isinstance(anchors_per_image, bool) or not isinstance(anchors_per_image, numbers.Integral) \

@@ -5,16 +5,16 @@ Networks", NeurIPS 2015, https://arxiv.org/abs/1506.01497. The R50-C4 design (RP
 pooling on conv4, conv5 run per RoI) is He et al., "Deep Residual Learning",
 https://arxiv.org/abs/1512.03385, appendix A.
 
-Shapes: B images of H x W pixels, K = Hf * Wf * A anchors per image (A = len(anchor_scales) *
-len(anchor_aspect_ratios) per cell of the stride-16 map), N proposals per image, C object
+Shapes: B images of H x W pixels, P = Hf * Wf * A anchors per image (A = len(anchor_scales) *
+len(anchor_aspect_ratios) per cell of the stride-16 map), N proposals per image, K object
 classes, D detections.
 
 The model (`images` only; the trunk runs once, its C4 feeds both the RPN and the RoI head):
 
-    images [B, H, W, 3] ─ ResNet-50 to C4 ─┬─ rpn_head ─ rpn_objectness [B, K], rpn_box_deltas [B, K, 4]
+    images [B, H, W, 3] ─ ResNet-50 to C4 ─┬─ rpn_head ─ rpn_objectness [B, P], rpn_box_deltas [B, P, 4]
                                            │    └─ RPNProposals (decode, clip, top-k, NMS) ─ proposals [B, N, 4]
-                                           └─ RoIPooling(proposals) ─ conv5 per RoI ─ class_probs [B, N, C + 1]
-                                                ├─ box_deltas [B, N, C, 4]
+                                           └─ RoIPooling(proposals) ─ conv5 per RoI ─ class_probs [B, N, K + 1]
+                                                ├─ box_deltas [B, N, K, 4]
                                                 └─ DetectionPostprocess ─ boxes, scores, classes, num_detections
 
 The RoI head is `zoo.detection.fast_rcnn`'s, layer for layer (same names, so the same ImageNet

@@ -9,11 +9,11 @@ The architecture, defaults and arithmetic are torchvision's
 Shapes: B images of H x W pixels (the input), resized inside the graph to h x w (shorter side
 800, longer at most 1333) and padded to Hp x Wp (multiples of 32); pyramid maps P2 ... P6
 (strides 4 ... 32, P6 by max pooling P5); A = 3 anchors per cell (one size per level, three
-aspect ratios), K anchors per image over all levels; N proposals; C object classes (torchvision's
-91 is C + 1: its class 0 is the background, as here); D detections.
+aspect ratios), P anchors per image over all levels; N proposals; K object classes (torchvision's
+91 is K + 1: its class 0 is the background, as here); D detections.
 
     images [B, H, W, 3] pixels ─ transform (/255, ImageNet mean/std, resize, pad to 32) ─ ResNet-50
-      (FrozenBN) ─ C2..C5 ─ FPN ─ P2..P6 ─┬─ RPN head (shared) ─ rpn_objectness [B, K], rpn_box_deltas [B, K, 4]
+      (FrozenBN) ─ C2..C5 ─ FPN ─ P2..P6 ─┬─ RPN head (shared) ─ rpn_objectness [B, P], rpn_box_deltas [B, P, 4]
                                            │    └─ proposals (per-level top-k, NMS per level) [B, N, 4]
                                            └─ RoI Align 7x7 on P2..P5 by level ─ fc6, fc7 (1024) ─ class_probs,
                                                 box_deltas ─ detections (boxes in input pixels)
@@ -75,7 +75,7 @@ class FasterRCNNFPNConfig:
     """torchvision's `fasterrcnn_resnet50_fpn` arguments, with its defaults.
 
     Attributes:
-      num_classes: C object classes (torchvision's `num_classes` less its background): 90.
+      num_classes: K object classes (torchvision's `num_classes` less its background): 90.
       input_shape: `(H, W, 3)`, any size by default.
       min_size, max_size: the resize rule, shorter side 800 unless the longer would pass 1333.
       trainable_backbone_layers: ResNet stages trained, counted from layer4 (3: conv1 and
@@ -257,7 +257,7 @@ def pyramid_anchors(feature_sizes, image_size, *, sizes, aspect_ratios):
 
 @keras.saving.register_keras_serializable(package="zoo")
 class PyramidAnchors(keras.layers.Layer):
-    """The anchors of P2 ... P6 for the padded batch, `[B, K, 4]` pixels (`pyramid_anchors`).
+    """The anchors of P2 ... P6 for the padded batch, `[B, P, 4]` pixels (`pyramid_anchors`).
 
     Call arguments: `[P2, ..., P6, images [B, Hp, Wp, 3]]`.
     """
@@ -284,7 +284,7 @@ class PyramidAnchors(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="zoo")
 class ConcatenateLevels(keras.layers.Layer):
-    """`[B, H_l, W_l, A * V]` maps of each level -> `[B, K, V]` (`[B, K]` when V is 1), in the
+    """`[B, H_l, W_l, A * V]` maps of each level -> `[B, P, V]` (`[B, P]` when V is 1), in the
     anchors' order; `xy_to_yx` swaps torchvision's (dx, dy, dw, dh) into (dy, dx, dh, dw)."""
 
     def __init__(self, *, values_per_anchor=1, xy_to_yx=False, **kwargs):
@@ -348,7 +348,7 @@ def fpn_proposals(objectness, deltas, anchors, image_info, level_counts, *, pre_
 class FPNProposals(keras.layers.Layer):
     """`fpn_proposals` in a layer, with torchvision's training and test counts.
 
-    Call arguments: `[rpn_objectness [B, K], rpn_box_deltas [B, K, 4], anchors [B, K, 4],
+    Call arguments: `[rpn_objectness [B, P], rpn_box_deltas [B, P, 4], anchors [B, P, 4],
     image_info [B, 4], P2, ..., P6]` (the maps give each level's anchor count).
     """
 
@@ -424,8 +424,8 @@ class ChannelFirstFlatten(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="zoo")
 class TorchvisionBoxDeltas(keras.layers.Layer):
-    """`[B, N, 4 (C + 1)]` torchvision's bbox_pred ((dx, dy, dw, dh) per class, background first)
-    -> `[B, N, C, 4]` (dy, dx, dh, dw) of the object classes, the zoo's `box_deltas`."""
+    """`[B, N, 4 (K + 1)]` torchvision's bbox_pred ((dx, dy, dw, dh) per class, background first)
+    -> `[B, N, K, 4]` (dy, dx, dh, dw) of the object classes, the zoo's `box_deltas`."""
 
     def __init__(self, num_classes, **kwargs):
         kwargs.setdefault("autocast", False)
@@ -453,7 +453,7 @@ class FPNDetectionPostprocess(keras.layers.Layer):
     `iou_threshold`; the best `max_detections`; boxes scaled back to the input image by
     `input size / resized size` per axis.
 
-    Call arguments: `[class_probs [B, N, C + 1], box_deltas [B, N, C, 4], proposals [B, N, 4],
+    Call arguments: `[class_probs [B, N, K + 1], box_deltas [B, N, K, 4], proposals [B, N, 4],
     image_info [B, 4]]`.
 
     Returns: the detector contract's `{"boxes", "scores", "classes", "num_detections"}`.

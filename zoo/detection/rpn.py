@@ -5,7 +5,7 @@ Networks", NeurIPS 2015, https://arxiv.org/abs/1506.01497, section 3.1; the test
 are py-faster-rcnn's (`fast_rcnn/config.py`, `rpn/proposal_layer.py`).
 
 Shapes: B images of H x W pixels, a stride-16 feature map of Hf x Wf cells, A anchors per cell
-(len(scales) * len(aspect_ratios)), K = Hf * Wf * A anchors per image, N proposals per image.
+(len(scales) * len(aspect_ratios)), P = Hf * Wf * A anchors per image, N proposals per image.
 
 Names: `objectness` are the RPN's logits, one per anchor (sigmoid form, as in torchvision and
 detectron2: `sigmoid(logit)` is the probability that the anchor covers an object; the paper's
@@ -106,7 +106,7 @@ class AnchorGrid(keras.layers.Layer):
 
 
 def rpn_head(features, *, anchors_per_cell, channels=512, name="rpn"):
-    """The RPN on a feature map: `(objectness [B, K], rpn_box_deltas [B, K, 4])`, float32.
+    """The RPN on a feature map: `(objectness [B, P], rpn_box_deltas [B, P, 4])`, float32.
 
     A 3 x 3 convolution (`channels`, ReLU; the paper's 512 for VGG16 and ResNet C4) slides over
     the map; 1 x 1 convolutions give A objectness logits and 4 A deltas per cell. All three
@@ -121,7 +121,7 @@ def rpn_head(features, *, anchors_per_cell, channels=512, name="rpn"):
                                  name=f"{name}_objectness_logits")(x)
     regression = keras.layers.Conv2D(4 * anchors_per_cell, 1, kernel_initializer=init, dtype="float32",
                                      name=f"{name}_box_regression")(x)
-    # [B, Hf, Wf, A] -> [B, K] and [B, Hf, Wf, 4 A] -> [B, K, 4]: channel a * 4 + k is anchor
+    # [B, Hf, Wf, A] -> [B, P] and [B, Hf, Wf, 4 A] -> [B, P, 4]: channel a * 4 + k is anchor
     # a's k-th delta, so both follow the anchors' [Hf, Wf, A] order.
     objectness = keras.layers.Reshape((-1,), dtype="float32", name=RPN_OBJECTNESS)(logits)
     deltas = keras.layers.Reshape((-1, 4), dtype="float32", name=RPN_BOX_DELTAS)(regression)
@@ -143,9 +143,9 @@ def generate_proposals(objectness, deltas, anchors, image_shape, *, pre_nms_top_
     are the proposals, in descending objectness. Rows past the survivors are zeros.
 
     Args:
-      objectness: `[B, K]` logits (any monotonic score works: only the order matters).
-      deltas: `[B, K, 4]` `(dy, dx, dh, dw)`.
-      anchors: `[B, K, 4]` or `[K, 4]` pixels.
+      objectness: `[B, P]` logits (any monotonic score works: only the order matters).
+      deltas: `[B, P, 4]` `(dy, dx, dh, dw)`.
+      anchors: `[B, P, 4]` or `[P, 4]` pixels.
       image_shape: `(height, width)` of the (padded) batch, numbers or a `[2]` tensor.
       pre_nms_top_n, post_nms_top_n: Python ints.
       iou_threshold: NMS overlap, 0.7 in the paper.
@@ -207,7 +207,7 @@ class RPNProposals(keras.layers.Layer):
       box_weights: (1, 1, 1, 1).
 
     Call arguments:
-      inputs: `[objectness [B, K], rpn_box_deltas [B, K, 4], anchors [B, K, 4], images
+      inputs: `[objectness [B, P], rpn_box_deltas [B, P, 4], anchors [B, P, 4], images
         [B, H, W, C]]` (the images give the size to clip to).
 
     Returns:
