@@ -74,7 +74,7 @@ def test_outputs_padding_and_empty_rois(name, rng):
 
 
 def test_configuration_errors_name_the_argument():
-    with pytest.raises(TypeError, match="'backbone' expects one of 'vgg16', 'resnet50'"):
+    with pytest.raises(ValueError, match=r"backbone must be one of \['vgg16', 'resnet50', 'mobilenetv2'\], got 'alexnet'"):
         zoo.build("fast_rcnn_vgg16", backbone="alexnet")
     with pytest.raises(ValueError, match="pool_size must be even"):
         zoo.build("fast_rcnn_resnet50", pool_size=7)
