@@ -24,7 +24,9 @@ the sides take turns (one call each per round) for `--rounds` rounds, so that th
 load on this shared machine; median and min of the timed calls, in milliseconds. TensorFlow and
 torch each get `--threads` threads.
 
-Speed is nothing if the detections change: with `--check-run RUN` (a `zoo train` run of
+Speed is nothing if the detections change. Where `faster_rcnn_resnet50_fpn` is exported and
+torchvision is at hand, it holds bench/faster_rcnn_fpn_parity.py's torchvision weights (random,
+confident) and every served variant is run on that bench's photographs; with `--check-run RUN` (a `zoo train` run of
 `faster_rcnn_resnet50`: `model.keras` and `run.json`) and `--check-images` (its held-out
 images), every served variant of *that* trained model, exported as `zoo export` would export
 it, is run on each image and its detections (score >= 0.5) are matched to the plain float32
@@ -33,6 +35,8 @@ and box-corner differences among the matches.
 
     python bench/detection_latency.py --check-run RUN --check-images 'DATA/JPEGImages/val_*.jpg'
         # writes bench/results/detection_latency.{json,md}
+    python bench/detection_latency.py --models faster_rcnn_resnet50_fpn --served-models faster_rcnn_resnet50_fpn \
+        --out bench/results/detection_latency_fpn
 """
 
 from __future__ import annotations
@@ -73,6 +77,7 @@ VARIANTS = {
 }
 CHECK_SCORE = 0.5
 CHECK_IOU = 0.9
+CHECK_MAX_DETECTIONS = 1000
 
 
 def tf_function_case(model, image: np.ndarray, rois: np.ndarray | None):
@@ -157,25 +162,14 @@ def compare_detections(reference, other, height, width) -> dict:
                 max_corner_px=corner_diff)
 
 
-def check_variants(run_dir: Path, image_paths: list[str], variants: dict, scratch: Path) -> dict:
-    """Each variant's detections on the run's images against the plain float32 export's."""
-    import cv2
-    import keras
-
-    from zoo.runs import trained_run
-
-    weights = run_dir / "model.keras"
-    run = trained_run(str(weights))
-    model = keras.saving.load_model(str(weights))
-    images = [cv2.cvtColor(cv2.imread(path), cv2.COLOR_BGR2RGB) for path in image_paths]
-    export_options = dict(image_size=run.image_size, resize=run.resize, class_names=run.class_names)
+def check_variants(model, images: list[np.ndarray], variants: dict, scratch: Path, **export_options) -> dict:
+    """Each variant's detections on `images` (uint8 RGB) against the plain float32 export's."""
     outputs = {}
     for label, options in variants.items():
         signature, _ = served(model, scratch / f"check-{len(outputs)}", options, **export_options)
         outputs[label] = [{key: value.numpy() for key, value in signature(input_tensor=tf.constant(image[None])).items()}
                           for image in images]
-    report = dict(run=str(run_dir), model=run.model, image_size=list(run.image_size), resize=run.resize,
-                  images=len(images), score_threshold=CHECK_SCORE, iou=CHECK_IOU, variants={})
+    report = dict(images=len(images), score_threshold=CHECK_SCORE, iou=CHECK_IOU, variants={})
     for label in variants:
         if label == "plain":
             continue
@@ -187,6 +181,51 @@ def check_variants(run_dir: Path, image_paths: list[str], variants: dict, scratc
             max_score_diff=round(max(item["max_score_diff"] for item in per_image), 4),
             max_corner_px=round(max(item["max_corner_px"] for item in per_image), 2))
     return report
+
+
+def check_run(run_dir: Path, image_paths: list[str], variants: dict, scratch: Path) -> dict:
+    """`check_variants` of a `zoo train` run, exported as `zoo export` exports it, on its images."""
+    import cv2
+    import keras
+
+    from zoo.runs import trained_run
+
+    weights = run_dir / "model.keras"
+    run = trained_run(str(weights))
+    model = keras.saving.load_model(str(weights))
+    images = [cv2.cvtColor(cv2.imread(path), cv2.COLOR_BGR2RGB) for path in image_paths]
+    report = check_variants(model, images, variants, scratch, image_size=run.image_size, resize=run.resize,
+                            class_names=run.class_names)
+    return dict(report, title=f"`{run.model}` trained by `zoo train` ({run_dir}), exported at its "
+                f"{list(run.image_size)} ({run.resize}), on {len(images)} held-out images at their own sizes")
+
+
+def check_torchvision_fpn(torch_python: str, variants: dict, scratch: Path) -> dict:
+    """`check_variants` of `faster_rcnn_resnet50_fpn` holding bench/faster_rcnn_fpn_parity.py's
+    torchvision weights (random, confident), exported without a fixed size (its graph resizes
+    to 800 x 1333 as torchvision does), on that bench's photographs from scikit-image."""
+    import subprocess
+
+    from bench.faster_rcnn_fpn_parity import MAX_SIZE, MIN_SIZE, SCORE_THRESHOLD
+    from zoo.detection.torchvision_weights import import_torchvision_state_dict
+
+    path = scratch / "torch.npz"
+    subprocess.run([torch_python, str(ROOT / "bench" / "faster_rcnn_fpn_parity.py"), "--torch", str(path)],
+                   check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
+    ref = np.load(path)
+    # Random weights make hundreds of confident boxes an image: with torchvision's cap of 100, which
+    # of the near-ties pass it would differ between variants; 1,000 keeps them all.
+    model = zoo.build("faster_rcnn_resnet50_fpn", min_size=MIN_SIZE, max_size=MAX_SIZE, score_threshold=SCORE_THRESHOLD,
+                      max_detections=CHECK_MAX_DETECTIONS)
+    import_torchvision_state_dict(model, scratch / "torch.pth")
+    names = [str(name) for name in ref["names"]]
+    images = [np.clip(np.round(ref[f"{name}.pixels"]), 0, 255).astype(np.uint8) for name in names]
+    report = check_variants(model, images, variants, scratch)
+    sizes = ", ".join(f"{name} {image.shape[0]}x{image.shape[1]}" for name, image in zip(names, images))
+    return dict(report, title=f"`faster_rcnn_resnet50_fpn` holding torchvision's layout of random weights "
+                f"(bench/faster_rcnn_fpn_parity.py's, confident scores; up to {CHECK_MAX_DETECTIONS} "
+                f"detections an image), exported without a fixed size (its graph resizes to {MIN_SIZE}/{MAX_SIZE} as "
+                f"torchvision does), on {len(images)} images: {sizes}")
 
 
 # --------------------------------------------------------------------------- main
@@ -279,7 +318,10 @@ def main(argv=None) -> int:
             paths = sorted(glob.glob(args.check_images))
             if not paths:
                 parser.error(f"--check-images {args.check_images!r} matches no file")
-            report["check"] = check_variants(args.check_run, paths, {"plain": {}, **variants}, scratch)
+            report.setdefault("checks", []).append(check_run(args.check_run, paths, {"plain": {}, **variants}, scratch))
+        if "faster_rcnn_resnet50_fpn" in args.served_models and peer is not None:
+            report.setdefault("checks", []).append(
+                check_torchvision_fpn(args.torch_python, {"plain": {}, **variants}, scratch))
 
     write_results(args.out, report, markdown(report))
     return 0
@@ -336,13 +378,10 @@ def markdown(report) -> str:
                              f"{tv['median_ms'] / row['median_ms']:.2f}x)")
     else:
         lines += ["", "torchvision was not available in this run."]
-    check = report.get("check")
-    if check:
-        lines += ["", f"## Detections of each served variant against the plain float32 export", "",
-                  f"`{check['model']}` trained by `zoo train` ({check['run']}), exported at its {check['image_size']} "
-                  f"({check['resize']}), on {check['images']} held-out images at their own sizes: detections with "
-                  f"score >= {check['score_threshold']}, matched one to one to the plain export's (same class, IoU >= "
-                  f"{check['iou']}).", "",
+    for check in report.get("checks", []):
+        lines += ["", "## Detections of each served variant against the plain float32 export", "",
+                  f"{check['title']}: detections with score >= {check['score_threshold']}, matched one to one to the "
+                  f"plain export's (same class, IoU >= {check['iou']}).", "",
                   "| variant | plain detections | variant detections | matched | max score diff | max corner diff px |",
                   "|---|---:|---:|---:|---:|---:|"]
         for label, row in check["variants"].items():

@@ -17,7 +17,11 @@ pyramid was computed on; padding rows all zeros), L levels, `P_l` `[B, H_l, W_l,
   than one cell outside the map is 0, one within a cell of it reads the edge (torchvision's
   `bilinear_interpolate`). Built from gathers on a flat table of every level's cells, so one
   call pools every RoI from its own level, runs under XLA, and passes gradients to the maps.
-- `MultiLevelRoIAlign`: the layer.
+- `MultiLevelRoIAlign`: the layer. Outside XLA it compiles its pooling alone with XLA
+  (`compile_pooling`, on by default): TensorFlow runs the gathers and the bilinear weighting
+  as some forty separate passes over `[B, N, S, S, C]`, XLA as one loop (1,000 RoIs on P2-P5
+  of a 600 x 800 image, 2 CPU cores: 191 ms in a `tf.function`, 25 ms compiled). Each new
+  input shape compiles once (about a second).
 
 The levels' scales are `2 ** -k` for `k = k_min ... k_max`: torchvision infers them from the
 map and image sizes (`2 ** round(log2(H_l / H))`), which is the same for images padded to a
@@ -28,6 +32,8 @@ from __future__ import annotations
 
 import keras
 import tensorflow as tf
+
+from layers.compat import in_xla_context
 
 CANONICAL_SCALE = 224
 CANONICAL_LEVEL = 4
@@ -125,6 +131,11 @@ def roi_align(features, rois, levels, *, output_size=7, sampling_ratio=2, scales
     return total / float(sampling_ratio * sampling_ratio)
 
 
+@tf.function(jit_compile=True)
+def _compiled_roi_align(features, rois, levels, output_size, sampling_ratio, scales):
+    return roi_align(features, rois, levels, output_size=output_size, sampling_ratio=sampling_ratio, scales=scales)
+
+
 @keras.saving.register_keras_serializable(package="zoo")
 class MultiLevelRoIAlign(keras.layers.Layer):
     """RoI Align over a pyramid, each RoI from the level `fpn_levels` gives it.
@@ -133,6 +144,7 @@ class MultiLevelRoIAlign(keras.layers.Layer):
       output_size: S, 7.
       sampling_ratio: 2.
       min_level, max_level: the pyramid levels given (2 and 5: P2 ... P5 at strides 4 ... 32).
+      compile_pooling: pool under XLA when the model around it is not (see the module).
 
     Call arguments:
       inputs: `[P_min, ..., P_max, rois [B, N, 4]]`.
@@ -141,11 +153,12 @@ class MultiLevelRoIAlign(keras.layers.Layer):
       `[B, N, S, S, C]` float32.
     """
 
-    def __init__(self, *, output_size=7, sampling_ratio=2, min_level=2, max_level=5, **kwargs):
+    def __init__(self, *, output_size=7, sampling_ratio=2, min_level=2, max_level=5, compile_pooling=True, **kwargs):
         kwargs.setdefault("autocast", False)
         super().__init__(**kwargs)
         self.output_size, self.sampling_ratio = int(output_size), int(sampling_ratio)
         self.min_level, self.max_level = int(min_level), int(max_level)
+        self.compile_pooling = bool(compile_pooling)
         if not 1 <= self.min_level <= self.max_level:
             raise ValueError(f"MultiLevelRoIAlign: need 1 <= min_level <= max_level, got {min_level}, {max_level}")
 
@@ -155,7 +168,9 @@ class MultiLevelRoIAlign(keras.layers.Layer):
             raise ValueError(f"MultiLevelRoIAlign: expected {self.max_level - self.min_level + 1} maps, "
                              f"got {len(features)}")
         levels = fpn_levels(rois, min_level=self.min_level, max_level=self.max_level) - self.min_level
-        scales = [2.0 ** -level for level in range(self.min_level, self.max_level + 1)]
+        scales = tuple(2.0 ** -level for level in range(self.min_level, self.max_level + 1))
+        if self.compile_pooling and not in_xla_context():
+            return _compiled_roi_align(list(features), rois, levels, self.output_size, self.sampling_ratio, scales)
         return roi_align(features, rois, levels, output_size=self.output_size, sampling_ratio=self.sampling_ratio,
                          scales=scales)
 
@@ -168,7 +183,7 @@ class MultiLevelRoIAlign(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "output_size": self.output_size, "sampling_ratio": self.sampling_ratio,
-                "min_level": self.min_level, "max_level": self.max_level}
+                "min_level": self.min_level, "max_level": self.max_level, "compile_pooling": self.compile_pooling}
 
 
 __all__ = ["MultiLevelRoIAlign", "fpn_levels", "roi_align"]

@@ -125,3 +125,41 @@ def test_multilevel_roi_align_layer_round_trips(rng, tmp_path):
 def test_layer_rejects_wrong_level_range():
     with pytest.raises(ValueError, match="min_level"):
         MultiLevelRoIAlign(min_level=5, max_level=2)
+
+
+def test_the_layer_pools_under_xla_inside_a_plain_graph_and_a_saved_model(rng, tmp_path):
+    # compile_pooling: a plain tf.function gets the pooling compiled alone; the result, its
+    # gradient and a SavedModel of it agree with the uncompiled layer and the NumPy reference.
+    maps = [tf.constant(rng.normal(size=(2, 32 // 2**k, 24 // 2**k, 3)).astype(np.float32)) for k in range(4)]
+    rois = tf.constant(np.array([[[0, 0, 20, 20], [4, 2, 100, 90], [-6, -6, 9, 30]],
+                                 [[1, 1, 2, 2], [0, 0, 160, 200], [0, 0, 0, 0]]], np.float32))
+    compiled, plain = MultiLevelRoIAlign(output_size=3), MultiLevelRoIAlign(output_size=3, compile_pooling=False)
+    graph_ops = set()
+
+    @tf.function
+    def pooled_and_gradient(layer, maps):
+        with tf.GradientTape() as tape:
+            tape.watch(maps)
+            out = layer([*maps, rois])
+            loss = tf.reduce_sum(out * out)
+        graph_ops.update(op.type for op in tf.compat.v1.get_default_graph().get_operations())
+        return out, tape.gradient(loss, maps, unconnected_gradients="zero")
+
+    out, grads = pooled_and_gradient(compiled, maps)
+    assert {"StatefulPartitionedCall", "PartitionedCall"} & graph_ops and "GatherV2" not in graph_ops
+    graph_ops.clear()
+    want, want_grads = pooled_and_gradient(plain, maps)
+    assert "GatherV2" in graph_ops  # the uncompiled layer gathers in the graph itself
+    np.testing.assert_allclose(out, want, atol=1e-5)
+    assert sum(float(tf.reduce_sum(tf.abs(g))) > 0 for g in grads) >= 2
+    for got, expected in zip(grads, want_grads):
+        np.testing.assert_allclose(got, expected, atol=1e-4)
+    levels = reference_levels(rois.numpy()[1])
+    np.testing.assert_allclose(out[1, 1], reference_roi_align(maps[levels[1] - 2][1].numpy(), rois[1, 1],
+                                                             2.0 ** -levels[1], size=3), atol=1e-5)
+
+    module = tf.Module()
+    module.pool = tf.function(lambda *args: compiled(list(args)),
+                              input_signature=[tf.TensorSpec([None, None, None, 3])] * 4 + [tf.TensorSpec([None, None, 4])])
+    tf.saved_model.save(module, str(tmp_path / "pool"))
+    np.testing.assert_allclose(tf.saved_model.load(str(tmp_path / "pool")).pool(*maps, rois), want, atol=1e-5)
