@@ -1,6 +1,7 @@
 """Keras layers and pure ops shared by the zoo's heads. Imports neither `zoo` nor `training`.
 
 - `ASPP`: DeepLab-v3's atrous spatial pyramid pooling (separable branches as an option).
+- `BatchNormalization`: Keras's batch norm on TensorFlow's fused kernel (every backbone's).
 - `PixelNormalization`: raw pixels -> the normalisation a set of weights expects.
 - `RoIPooling`: Fast R-CNN RoI max pooling (exact) and the crop_and_resize fallback.
 - `ResizeBilinear`, `resample.resize_bilinear`, `resample.crop_and_resize`: the one bilinear
@@ -16,12 +17,14 @@
 
 from layers import boxes, detection_contract, files, image_resize, resample
 from layers.aspp import ASPP, atrous_rates_for
+from layers.batch_norm import BatchNormalization
 from layers.preprocessing import PRESETS, PixelNormalization
 from layers.resample import ResizeBilinear, crop_and_resize, resize_bilinear
 from layers.roi_pooling import RoIPooling
 
 __all__ = [
     "ASPP",
+    "BatchNormalization",
     "PRESETS",
     "PixelNormalization",
     "ResizeBilinear",

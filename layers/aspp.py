@@ -36,6 +36,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from layers.batch_norm import BatchNormalization
 from layers.resample import resize_bilinear
 
 # Initialisers of DeepLab's `_split_separable_conv2d` (truncated normal standard deviations).
@@ -123,7 +124,7 @@ class ASPP(keras.layers.Layer):
     # ---------------------------------------------------------------- sublayers
 
     def _batch_norm(self, name):
-        return keras.layers.BatchNormalization(
+        return BatchNormalization(
             momentum=self.batch_norm_momentum, epsilon=self.batch_norm_epsilon, name=f"{name}_bn", dtype=self.dtype_policy
         )
 

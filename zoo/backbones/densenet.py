@@ -24,6 +24,7 @@ from typing import Literal
 
 import keras
 
+from layers.batch_norm import BatchNormalization
 from zoo.backbones._common import (
     build_classifier,
     check_batch_norm,
@@ -74,7 +75,7 @@ class DenseNetConfig:
 
 
 def _bn_relu(x, config, *, name):
-    x = keras.layers.BatchNormalization(axis=-1, epsilon=config.batch_norm_epsilon, name=f"{name}_bn")(x)
+    x = BatchNormalization(axis=-1, epsilon=config.batch_norm_epsilon, name=f"{name}_bn")(x)
     return keras.layers.Activation("relu", name=f"{name}_relu")(x)
 
 
@@ -116,7 +117,7 @@ def densenet_features(config: DenseNetConfig, images) -> dict:
         if index < 5:
             features[f"C{index}"] = feature_map(x, 2**index)
             x = transition(x, config, name=f"pool{index}")
-    x = keras.layers.BatchNormalization(axis=-1, epsilon=config.batch_norm_epsilon, name="bn")(x)
+    x = BatchNormalization(axis=-1, epsilon=config.batch_norm_epsilon, name="bn")(x)
     x = keras.layers.Activation("relu", name="relu")(x)
     features["C5"] = feature_map(x, 32)
     return features

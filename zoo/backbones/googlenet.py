@@ -44,6 +44,7 @@ from typing import Literal
 
 import keras
 
+from layers.batch_norm import BatchNormalization
 from zoo.backbones._common import (
     check_batch_norm,
     check_classifier,
@@ -122,7 +123,7 @@ def conv(x, filters, kernel_size, config, *, strides=1, name):
         name=name,
     )(x)
     if config.batch_norm:
-        x = keras.layers.BatchNormalization(epsilon=config.batch_norm_epsilon, name=f"{name}_bn")(x)
+        x = BatchNormalization(epsilon=config.batch_norm_epsilon, name=f"{name}_bn")(x)
         x = keras.layers.Activation("relu", name=f"{name}_relu")(x)
     return x
 

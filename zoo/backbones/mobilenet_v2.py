@@ -33,6 +33,7 @@ from typing import Literal
 
 import keras
 
+from layers.batch_norm import BatchNormalization
 from zoo.backbones._common import (
     build_classifier,
     check_batch_norm,
@@ -102,7 +103,7 @@ def make_divisible(value: float, divisor: int = 8) -> int:
 
 
 def _batch_norm(x, config, *, name):
-    return keras.layers.BatchNormalization(
+    return BatchNormalization(
         axis=-1, epsilon=config.batch_norm_epsilon, momentum=config.batch_norm_momentum, name=name
     )(x)
 

@@ -45,6 +45,7 @@ from typing import Literal
 
 import keras
 
+from layers.batch_norm import BatchNormalization
 from zoo.backbones._common import (
     build_classifier,
     check_batch_norm,
@@ -147,7 +148,7 @@ def _conv(x, filters, kernel_size, config, *, name, strides=1, dilation=1, paddi
 
 
 def _batch_norm(x, config, *, name):
-    return keras.layers.BatchNormalization(
+    return BatchNormalization(
         axis=-1,
         epsilon=config.batch_norm_epsilon,
         momentum=config.batch_norm_momentum,

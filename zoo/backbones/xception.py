@@ -48,6 +48,7 @@ from typing import Literal
 
 import keras
 
+from layers.batch_norm import BatchNormalization
 from zoo.backbones._common import (
     build_classifier,
     check_batch_norm,
@@ -111,7 +112,7 @@ class XceptionConfig:
 
 
 def _batch_norm(x, config, *, name):
-    return keras.layers.BatchNormalization(
+    return BatchNormalization(
         axis=-1, epsilon=config.batch_norm_epsilon, momentum=config.batch_norm_momentum, name=name
     )(x)
 

@@ -53,6 +53,7 @@ import dataclasses
 import keras
 
 from layers import ASPP, ResizeBilinear, atrous_rates_for, compat
+from layers.batch_norm import BatchNormalization
 from zoo.backbones import backbone_features
 from zoo.backbones._common import PREPROCESSING_CHOICES, check_choice, image_input
 from zoo.config import apply_overrides
@@ -168,7 +169,7 @@ class DeepLabV3PlusConfig:
 
 
 def _batch_norm(x, config, *, name):
-    return keras.layers.BatchNormalization(
+    return BatchNormalization(
         momentum=config.batch_norm_momentum, epsilon=config.batch_norm_epsilon, name=name
     )(x)
 
