@@ -257,7 +257,7 @@ def build_case(name, precision, *, size, batch_size, reference=None) -> Case:
                         sizing=sizing, data="synthetic shapes")
         elif task == "segmentation":
             task_record = TASKS["segmentation"]
-            model = zoo.build(name, num_classes=SYNTHETIC["num_classes"] + 1, input_shape=(size, size, 3))
+            model = zoo.build(name, num_classes=SYNTHETIC["num_classes"], input_shape=(size, size, 3))
             trainee = model
             trainee.compile(optimizer=_optimizer(task), loss=task_record.loss(model),
                             metrics=task_record.metrics(SYNTHETIC["num_classes"]), jit_compile=False)

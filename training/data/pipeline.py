@@ -2,7 +2,8 @@
 
 Shapes: B images per batch, H x W the `image_size`, M = `max_boxes`.
 
-Each element is decoded in Python (`load_image`, `load_mask`, inside `tf.numpy_function`),
+Each element is decoded in Python (`load_image`, `load_mask`, inside `tf.numpy_function`; a
+classification source whose images are arrays of one shape is gathered in the graph instead),
 resized to `image_size` (`layers.image_resize`: bilinear with antialiasing for the image, boxes
 scaled by the exact ratios, nearest neighbour for the mask; `resize="stretch"` ignores the aspect
 ratio, `"letterbox"` keeps it and pads the bottom and right, the image with 0 and the mask with
@@ -64,6 +65,21 @@ def _check_examples(examples, task, num_classes, max_boxes):
                 raise DataError(f"{example.source}: {len(example.boxes)} boxes, more than max_boxes={max_boxes}")
         elif example.mask is None:
             raise DataError(f"{example.source}: no mask for segmentation")
+
+
+ORDER_CHUNK = 256
+
+
+def _in_memory_classification(examples):
+    """`(images uint8 [N, H, W, 3], labels int32 [N])` when every image is an array of one shape
+    (scikit-learn's digits, synthetic shapes, arrays a user passes), else None."""
+    first = examples[0].image
+    if not isinstance(first, np.ndarray) or not all(
+            isinstance(example.image, np.ndarray) and example.image.shape == first.shape for example in examples):
+        return None
+    images = np.stack([example.image for example in examples]).astype(np.uint8, copy=False)
+    labels = np.array([example.label for example in examples], np.int32)
+    return tf.constant(images), tf.constant(labels)
 
 
 def _uint(value):
@@ -163,10 +179,12 @@ def make_dataset(
     passes = itertools.count()
 
     def order():
+        # In chunks (unbatched below): tf.data's generator costs tens of microseconds an element.
         this_epoch = (next(passes) if epoch is None else epoch) if training else 0
-        indices = epoch_order(seed, this_epoch, len(examples)) if training else range(len(examples))
-        for index in indices:
-            yield index, example_seed(seed, this_epoch, index)
+        indices = epoch_order(seed, this_epoch, len(examples)) if training else np.arange(len(examples))
+        for start in range(0, len(indices), ORDER_CHUNK):
+            chunk = np.asarray(indices[start:start + ORDER_CHUNK], np.int64)
+            yield chunk, np.stack([example_seed(seed, this_epoch, index) for index in chunk])
 
     def load(index):
         example = examples[int(index)]
@@ -191,8 +209,13 @@ def make_dataset(
         "segmentation": (tf.uint8, tf.uint8),
     }[task]
 
+    in_memory = _in_memory_classification(examples) if task == "classification" else None
+
     def prepare(index, element_seed):
-        loaded = tf.numpy_function(load, [index], output_types, stateful=False, name="load_example")
+        if in_memory is not None:  # arrays of one shape: gathered in the graph, no Python per example
+            loaded = (tf.gather(in_memory[0], index), tf.gather(in_memory[1], index))
+        else:
+            loaded = tf.numpy_function(load, [index], output_types, stateful=False, name="load_example")
         image = tf.ensure_shape(loaded[0], [None, None, 3])
         label, boxes, classes, mask = None, None, None, None
         if task == "classification":
@@ -225,8 +248,8 @@ def make_dataset(
         return image, {"boxes": boxes, "classes": classes}
 
     dataset = tf.data.Dataset.from_generator(
-        order, output_signature=(tf.TensorSpec([], tf.int64), tf.TensorSpec([2], tf.int64))
-    )
+        order, output_signature=(tf.TensorSpec([None], tf.int64), tf.TensorSpec([None, 2], tf.int64))
+    ).unbatch()
     dataset = dataset.apply(tf.data.experimental.assert_cardinality(len(examples)))
     dataset = dataset.map(prepare, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     dataset = dataset.batch(batch_size, drop_remainder=bool(training))

@@ -153,3 +153,33 @@ def test_each_example_and_epoch_gets_its_own_augmentation(source):
     first = images(0)
     assert len(first) == 4  # the same picture, augmented four ways
     assert first == images(0) and not first & images(1)
+
+
+def test_in_memory_classification_gives_what_the_python_loader_gives(source, tmp_path, monkeypatch):
+    # Arrays of one shape are gathered in the graph; the same examples as PNG files (each
+    # through load_image in Python) and as arrays of two shapes give the same batches.
+    import cv2
+
+    from training.data import pipeline
+
+    def run(dataset_source, **kwargs):
+        return batches(make_dataset(dataset_source, task="classification", batch_size=3, image_size=(24, 28),
+                                    seed=2, **kwargs))
+
+    assert pipeline._in_memory_classification(source.examples) is not None
+    files = []
+    for i, example in enumerate(source.examples):
+        path = str(tmp_path / f"{i}.png")
+        cv2.imwrite(path, cv2.cvtColor(example.image, cv2.COLOR_RGB2BGR))
+        files.append(Example(path, label=example.label))
+    on_disk = DatasetSource(files, source.class_names, source.task_kinds, "files")
+    for options in ({"training": True, "epoch": 3}, {"training": False}):
+        assert_same(run(source, **options), run(on_disk, **options))
+    mixed = DatasetSource([*source.examples[:-1], Example(np.zeros((8, 8, 3), np.uint8), label=1)],
+                          source.class_names, source.task_kinds, "mixed")
+    assert pipeline._in_memory_classification(mixed.examples) is None
+    assert len(run(mixed, training=False)) == 4  # ten examples in batches of 3, through numpy_function
+    # Epochs counted per pass, in chunks of the order: more examples than a chunk keep every one once.
+    monkeypatch.setattr(pipeline, "ORDER_CHUNK", 4)
+    labels = np.concatenate([batch[1] for batch in run(source, training=False)])
+    np.testing.assert_array_equal(labels, [example.label for example in source.examples])
