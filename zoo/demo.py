@@ -39,21 +39,21 @@ class DemoConfig:
     """The demo's sizes. The defaults fit `make demo` in about 10 minutes on 2 cores, install included."""
 
     detector: str = "faster_rcnn_mobilenetv2"
-    image_size: int = 128
+    image_size: int = 192
     num_classes: int = 3
     max_objects: int = 2
-    train_images: int = 1200
+    train_images: int = 1360
     test_images: int = 100
-    detector_epochs: int = 4
+    detector_epochs: int = 3
     # Proposals per image through the RPN's NMS, in training and at test time: an image holds at
     # most `max_objects` shapes, and the paper's 2000 / 300 are for ~600 x 1000 photographs.
-    train_proposals: int = 64
-    test_proposals: int = 16
+    train_proposals: int = 128
+    test_proposals: int = 32
     rois_per_image: int = 32
     segmenter: str = "deeplabv3plus_mobilenetv2"
     segmenter_image_size: int = 128
     segmenter_train_images: int = 800
-    segmenter_epochs: int = 4
+    segmenter_epochs: int = 5
     batch_size: int = 8
     # Only detections scoring at least this are drawn.
     score_threshold: float = 0.5
