@@ -10,7 +10,8 @@
   pixels) while reading: the pixel limit (`max_image_pixels`, `$ZOO_MAX_IMAGE_PIXELS`), JPEGs cut
   short (`$ZOO_ALLOW_TRUNCATED_IMAGES`), masks of 8-bit class ids and of their image's size.
 - Augmentation (pure TensorFlow, stateless seeds): `random_horizontal_flip`, `random_scale`,
-  `random_crop_with_padding`, `color_jitter`, `augment`.
+  `random_crop_with_padding`, `color_jitter`, `augment`; `augment_batch`, the same for a batch of
+  images without boxes or masks in whole-batch ops (classification's pipeline).
 - `make_dataset`: a source -> batched, deterministic `tf.data.Dataset` for one task.
 
 Bad data raises `DataError` (a ValueError) naming the file, or is skipped with one
@@ -19,6 +20,7 @@ Bad data raises `DataError` (a ValueError) naming the file, or is skipped with o
 
 from training.data.augment import (
     augment,
+    augment_batch,
     color_jitter,
     random_crop_with_padding,
     random_horizontal_flip,
@@ -60,6 +62,7 @@ __all__ = [
     "DatasetSource",
     "Example",
     "augment",
+    "augment_batch",
     "check_image_file",
     "check_mask_file",
     "choose_class_names",

@@ -275,3 +275,133 @@ def augment(
             image_pad_value=image_pad_value,
         )
     return image, (boxes if given else None), mask, keep
+
+
+DRAWS = 8  # the uniforms `augment_batch` reads for each image
+
+
+def augment_batch(
+    images,
+    draws,
+    *,
+    output_size=None,
+    flip_probability=0.5,
+    scale_range=(0.75, 1.25),
+    crop=True,
+    color=True,
+    min_box_size=1.0,
+    image_pad_value=0.0,
+):
+    """`augment` for a batch of images without boxes or masks, in whole-batch ops.
+
+    Each image goes through what `augment` does to one (colour jitter, flip, scale, crop with
+    padding, with the same options and the same pixel arithmetic), its parameters read from its
+    row of `draws` instead of drawn from a seed: the ops run once for the batch, not once per
+    image, which is what keeps a small classifier from waiting on its input pipeline. The
+    scale and crop are one bilinear gather from the colour-jittered image: the pixels
+    `tf.image.resize` (half-pixel centres, no antialiasing) gives at the scaled size, cut by the
+    crop's window and padded with `image_pad_value` outside the scaled image.
+
+    Args:
+      images: `[B, H, W, 3]` uint8 or float in 0..255.
+      draws: `[B, DRAWS]` float uniforms in [0, 1), one row an image: brightness, contrast,
+        saturation, hue, flip, scale, the crop's top and its left.
+      output_size, flip_probability, scale_range, crop, color, image_pad_value: as `augment`;
+        `crop=False` needs `scale_range=None` (a batch's images keep one size).
+      min_box_size: accepted so one options dict serves both functions; there are no boxes.
+
+    Returns:
+      `[B, h, w, 3]` float32.
+    """
+    del min_box_size
+    images = tf.convert_to_tensor(images)
+    if images.shape.rank not in (None, 4) or images.shape[-1] not in (None, 3):
+        raise ValueError(f"augment_batch: images must be [B, H, W, 3], got shape {tuple(images.shape)}")
+    draws = tf.cast(tf.convert_to_tensor(draws), tf.float32)
+    if draws.shape.rank not in (None, 2) or draws.shape[-1] not in (None, DRAWS):
+        raise ValueError(f"augment_batch: draws must be [B, {DRAWS}] uniforms, got shape {tuple(draws.shape)}")
+    if not crop and scale_range is not None:
+        raise ValueError("augment_batch: crop=False needs scale_range=None (a batch's images keep one size)")
+    u = tf.unstack(draws, DRAWS, axis=1)
+    images = tf.cast(images, tf.float32)
+    if color:
+        images = _color_jitter_batch(images, u[:4], **(color if isinstance(color, dict) else {}))
+    shape = tf.shape(images)
+    height, width = shape[1], shape[2]
+    if output_size is None or not crop:
+        target_h, target_w = height, width
+    else:
+        target_h, target_w = _size(output_size, "augment_batch")
+    flip = u[4] < flip_probability if flip_probability else tf.zeros_like(u[4], tf.bool)
+    if scale_range is not None:
+        low, high = (float(value) for value in scale_range)
+        if not 0 < low <= high:
+            raise ValueError(f"augment_batch: scale_range must be (low, high) with 0 < low <= high, got {scale_range!r}")
+        scale = low + (high - low) * u[5]
+    else:
+        scale = tf.ones_like(u[5])
+
+    def axis(size, target, position, mirrored):
+        # Per image and output row (column): the two source rows that tf.image.resize's bilinear
+        # kernel reads at the scaled size and the second one's weight, and True inside the image.
+        new = tf.maximum(tf.cast(tf.round(tf.cast(size, tf.float32) * scale), tf.int32), 1)
+        slack = new - target
+        choices = tf.abs(slack) + 1  # starts from min(0, slack) to max(0, slack), as random_crop_with_padding
+        start = tf.minimum(0, slack) + tf.minimum(tf.cast(position * tf.cast(choices, tf.float32), tf.int32), choices - 1)
+        scaled = start[:, None] + tf.range(target)[None, :]
+        ratio = tf.cast(size, tf.float32) / tf.cast(new, tf.float32)
+        source = (tf.cast(scaled, tf.float32) + 0.5) * ratio[:, None] - 0.5
+        floor = tf.floor(source)
+        lower = tf.clip_by_value(tf.cast(floor, tf.int32), 0, size - 1)
+        upper = tf.clip_by_value(tf.cast(tf.math.ceil(source), tf.int32), 0, size - 1)
+        if mirrored is not None:  # flipped before scaling: source column j is column W - 1 - j
+            lower = tf.where(mirrored[:, None], size - 1 - lower, lower)
+            upper = tf.where(mirrored[:, None], size - 1 - upper, upper)
+        return lower, upper, source - floor, (scaled >= 0) & (scaled < new[:, None])
+
+    top, bottom, y_weight, rows_inside = axis(height, target_h, u[6], None)
+    left, right, x_weight, columns_inside = axis(width, target_w, u[7], flip)
+    # Gathers over the batch, rows then columns, instead of per-image resizes, flips, pads and
+    # slices (under XLA, as the pipeline runs it, one loop).
+    upper_rows, lower_rows = (tf.gather(images, index, axis=1, batch_dims=1) for index in (top, bottom))
+    rows = upper_rows + (lower_rows - upper_rows) * y_weight[:, :, None, None]
+    left_columns, right_columns = (tf.gather(rows, index, axis=2, batch_dims=1) for index in (left, right))
+    out = left_columns + (right_columns - left_columns) * x_weight[:, None, :, None]
+    inside = rows_inside[:, :, None, None] & columns_inside[:, None, :, None]
+    return tf.where(inside, out, tf.cast(image_pad_value, tf.float32))
+
+
+def _color_jitter_batch(images, draws, *, brightness=0.125, contrast=0.25, saturation=0.25, hue=0.03):
+    """`color_jitter` over `[B, H, W, 3]` float 0..255, its four factors from `draws` (four
+    `[B]`), in few passes: brightness and contrast as one scale and shift, saturation in RGB (for
+    a fixed hue and value each channel is linear in the saturation: c' = V - (V - c) s'/s), only
+    the hue through HSV."""
+
+    def between(low, high, draw):
+        return (low + (high - low) * draw)[:, None, None, None]
+
+    if brightness or contrast:
+        # Brightness adds d, contrast maps x to (x - mean) f + mean with the mean after the shift:
+        # together x f + (1 - f) mean(x) + d, one pass.
+        shift = between(-brightness, brightness, draws[0]) * 255.0 if brightness else 0.0
+        if contrast:
+            factor = between(1.0 - contrast, 1.0 + contrast, draws[1])
+            shift = shift + (1.0 - factor) * tf.reduce_mean(images, axis=[1, 2], keepdims=True)
+            images = images * factor + shift
+        else:
+            images = images + shift
+    if saturation:
+        images = tf.clip_by_value(images, 0.0, 255.0)
+        red, green, blue = images[..., :1], images[..., 1:2], images[..., 2:]
+        value = tf.maximum(tf.maximum(red, green), blue)
+        chroma = value - tf.minimum(tf.minimum(red, green), blue)
+        wanted = between(1.0 - saturation, 1.0 + saturation, draws[2])
+        # the saturation chroma / value times the factor, at most 1: chroma' = min(chroma * factor, value)
+        ratio = tf.where(chroma > 0, tf.minimum(wanted, value / tf.maximum(chroma, 1e-12)), 1.0)
+        images = value - (value - images) * ratio
+    if hue:
+        hsv = tf.image.rgb_to_hsv(tf.clip_by_value(images, 0.0, 255.0) / 255.0)
+        turned = hsv[..., 0] + between(-hue, hue, draws[3])[..., 0]
+        hsv = tf.stack([turned - tf.floor(turned), hsv[..., 1], hsv[..., 2]], axis=-1)
+        images = tf.image.hsv_to_rgb(hsv) * 255.0
+    return tf.clip_by_value(images, 0.0, 255.0)

@@ -6,7 +6,15 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from training.data.augment import augment, color_jitter, random_crop_with_padding, random_horizontal_flip, random_scale
+from training.data.augment import (
+    DRAWS,
+    augment,
+    augment_batch,
+    color_jitter,
+    random_crop_with_padding,
+    random_horizontal_flip,
+    random_scale,
+)
 
 
 def tight_box(pixels):
@@ -200,3 +208,75 @@ def test_deeplab_augmentation_pads_the_image_with_the_mean_and_the_mask_with_ign
     np.testing.assert_array_equal(out_image[padded], 127.5)
     np.testing.assert_array_equal(out_image[~padded], 10.0)  # no colour jitter in DeepLab's recipe
     assert (out_mask[~padded] == 1).all()
+
+
+def reference_batch(images, draws, output_size, pad=0.0, brightness=0.125, contrast=0.25, saturation=0.25, hue=0.03,
+                    flip_probability=0.5, scale_range=(0.75, 1.25)):
+    """`augment_batch` image by image from TensorFlow's own image ops, the parameters read from
+    the draws as its docstring says: each factor uniform over its range, the crop's start uniform
+    over random_crop_with_padding's range."""
+    out = []
+    for image, u in zip(images, draws.astype(np.float64)):
+        x = tf.constant(image, tf.float32) / 255.0
+        x = tf.image.adjust_brightness(x, -brightness + 2 * brightness * u[0])
+        x = tf.image.adjust_contrast(x, 1 - contrast + 2 * contrast * u[1])
+        x = tf.image.adjust_saturation(tf.clip_by_value(x, 0.0, 1.0), 1 - saturation + 2 * saturation * u[2])
+        x = tf.image.adjust_hue(tf.clip_by_value(x, 0.0, 1.0), -hue + 2 * hue * u[3])
+        x = tf.clip_by_value(x, 0.0, 1.0) * 255.0
+        if u[4] < flip_probability:
+            x = tf.reverse(x, [1])
+        low, high = scale_range
+        scale = np.float32(low + (high - low) * np.float32(u[5]))
+        size = np.array(image.shape[:2])
+        new = np.maximum(np.round(size.astype(np.float32) * scale).astype(int), 1)
+        x = tf.image.resize(x, new, method="bilinear").numpy()
+        starts = []
+        for side, target, draw in zip(new, output_size, u[6:]):
+            slack = side - target
+            starts.append(min(0, slack) + min(int(draw * (abs(slack) + 1)), abs(slack)))
+        window = np.full((*output_size, 3), pad, np.float32)
+        for i in range(output_size[0]):
+            for j in range(output_size[1]):
+                y, x_ = i + starts[0], j + starts[1]
+                if 0 <= y < new[0] and 0 <= x_ < new[1]:
+                    window[i, j] = x[y, x_]
+        out.append(window)
+    return np.stack(out)
+
+
+@pytest.mark.parametrize("output_size", [(20, 24), (14, 30)])
+def test_augment_batch_is_tensorflows_image_ops_with_its_draws(output_size):
+    rng = np.random.default_rng(3)
+    images = rng.integers(0, 256, (12, 20, 24, 3)).astype(np.uint8)
+    draws = rng.random((12, DRAWS)).astype(np.float32)
+    draws[0], draws[1] = 0.0, np.float32(1 - 2**-24)  # both ends of every range
+    got = augment_batch(images, draws, output_size=output_size, image_pad_value=7.0).numpy()
+    expected = reference_batch(images, draws, output_size, pad=7.0)
+    assert got.shape == (12, *output_size, 3) and got.dtype == np.float32
+    np.testing.assert_allclose(got, expected, atol=2e-3)
+    assert np.any(got == 7.0) and not np.all(got == 7.0)  # some images shrank and were padded
+    flips = draws[:, 4] < 0.5
+    assert flips.any() and (~flips).any()
+
+
+def test_augment_batch_options_off_keep_the_images_and_graph_mode_agrees():
+    rng = np.random.default_rng(4)
+    images = rng.integers(0, 256, (5, 9, 11, 3)).astype(np.uint8)
+    draws = rng.random((5, DRAWS)).astype(np.float32)
+    still = augment_batch(images, draws, flip_probability=0, scale_range=None, color=False, crop=False)
+    np.testing.assert_array_equal(still.numpy(), images.astype(np.float32))
+    flipped = augment_batch(images, draws, flip_probability=1.0, scale_range=None, color=False)
+    np.testing.assert_array_equal(flipped.numpy(), images[:, :, ::-1].astype(np.float32))
+    eager = augment_batch(images, draws, output_size=(8, 8), color={"hue": 0.1})
+    graph = tf.function(lambda x, u: augment_batch(x, u, output_size=(8, 8), color={"hue": 0.1}))(images, draws)
+    np.testing.assert_allclose(eager.numpy(), graph.numpy(), atol=1e-3)  # float rounding of fused ops
+
+
+def test_augment_batch_bad_arguments():
+    images = np.zeros((2, 8, 8, 3), np.uint8)
+    with pytest.raises(ValueError, match=r"draws must be \[B, 8\] uniforms, got shape \(2, 2\)"):
+        augment_batch(images, np.zeros((2, 2), np.float32))
+    with pytest.raises(ValueError, match=r"images must be \[B, H, W, 3\], got shape \(8, 8, 3\)"):
+        augment_batch(images[0], np.zeros((2, DRAWS), np.float32))
+    with pytest.raises(ValueError, match="crop=False needs scale_range=None"):
+        augment_batch(images, np.zeros((2, DRAWS), np.float32), crop=False)

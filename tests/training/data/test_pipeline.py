@@ -183,3 +183,23 @@ def test_in_memory_classification_gives_what_the_python_loader_gives(source, tmp
     monkeypatch.setattr(pipeline, "ORDER_CHUNK", 4)
     labels = np.concatenate([batch[1] for batch in run(source, training=False)])
     np.testing.assert_array_equal(labels, [example.label for example in source.examples])
+
+
+def test_example_draws_are_uniform_and_a_function_of_seed_epoch_and_index():
+    from training.data.pipeline import example_draws
+
+    indices = np.arange(20000)
+    draws = example_draws(3, 1, indices)
+    assert draws.shape == (20000, 8) and draws.dtype == np.float32
+    assert draws.min() >= 0 and draws.max() < 1
+    # Uniform and uncorrelated: each column's mean and deciles, and the columns' correlations.
+    np.testing.assert_allclose(draws.mean(axis=0), 0.5, atol=0.01)
+    np.testing.assert_allclose(np.quantile(draws, np.linspace(0.1, 0.9, 9), axis=0),
+                               np.linspace(0.1, 0.9, 9)[:, None] * np.ones(8), atol=0.015)
+    correlations = np.corrcoef(np.concatenate([draws[:-1], draws[1:]], axis=1).T)
+    assert np.abs(correlations - np.eye(16)).max() < 0.03  # across columns and neighbouring indices
+    # A row depends on the index, not on its position among the indices asked for.
+    picked = np.array([19999, 5, 7000])
+    np.testing.assert_array_equal(example_draws(3, 1, picked), draws[picked])
+    for other in (example_draws(3, 2, indices[:1000]), example_draws(4, 1, indices[:1000])):  # epoch, seed
+        assert np.mean(other == draws[:1000]) < 0.001
