@@ -14,10 +14,11 @@ inclusive 1-based pixels and add 1 to every size; that convention is converted o
 `voc_to_yxyx` / `yxyx_to_voc`, and nowhere else.
 
 Every function is pure TensorFlow, vectorised over all boxes, and runs eagerly and inside
-`tf.function`, and compiles with `jit_compile=True`: NMS (`padded_nms`, `batched_nms`) is
-built from plain ops with static shapes, because TensorFlow's NMS kernels
+`tf.function`, and compiles with `jit_compile=True`: under XLA, NMS (`padded_nms`,
+`batched_nms`) is built from plain ops with static shapes, because TensorFlow's NMS kernels
 (CombinedNonMaxSuppression, NonMaxSuppressionV*) have no XLA kernel, and Keras turns XLA on for
-`train_step` on a GPU. Shapes are checked when the
+`train_step` on a GPU; elsewhere it runs TensorFlow's kernel, the same selection, some fifteen
+times faster than the plain ops on a CPU. Shapes are checked when the
 function is traced, from static shapes. Lists and NumPy arrays become float32 tensors (float64
 NumPy arrays included); tensors keep their floating dtype, and integer ones are cast to float32,
 so that IoU and box deltas are never computed in integer arithmetic. float16 and bfloat16 are
@@ -30,6 +31,8 @@ import math
 import numbers
 
 import tensorflow as tf
+
+from layers.compat import in_xla_context
 
 DEFAULT_WEIGHTS = (10.0, 10.0, 5.0, 5.0)
 # detectron2 and torchvision clamp dh and dw (after dividing by the weights) at log(1000 / 16)
@@ -431,8 +434,13 @@ def padded_nms(boxes, scores, *, max_output_size, iou_threshold=0.5, score_thres
     (each box is taken as its canonical `[min, min, max, max]`), and a box without area
     suppresses nothing. Equal scores are visited in index order.
 
-    Built from plain ops with static shapes, so that it compiles with XLA (TensorFlow's NMS ops
-    have no XLA kernel): the sorted boxes are cut into blocks of `tile_size`; each block is first
+    Outside XLA (eagerly, in a plain `tf.function`, a SavedModel exported without
+    `jit_compile`) each row goes through TensorFlow's own kernel (NonMaxSuppressionV5), the same
+    selection: 4 rows of 1,024 boxes to 128 take 0.6 ms there against 9.5 ms for the plain ops,
+    whose fixed-point loops run as separate small ops (float64 boxes, which the kernel does not
+    take, keep the plain ops). Under XLA (`layers.compat.in_xla_context`) it is built from plain
+    ops with static shapes, as TensorFlow's NMS ops have no XLA kernel: the sorted boxes are cut
+    into blocks of `tile_size`; each block is first
     suppressed by the kept boxes of the blocks before it (`[B, T, T]` IoU each), then by itself,
     iterating `kept = alive & ~any(kept_i & iou_ij > t for i < j)` to its fixed point, which is
     the greedy result (box j is right once every box before it is). The loop stops after the
@@ -479,6 +487,8 @@ def padded_nms(boxes, scores, *, max_output_size, iou_threshold=0.5, score_thres
         # One block when everything fits: no IoU against padding rows (a multiple of 8 for SIMD).
         tile = min(tile, max(8, -(-max(static_n, count) // 8) * 8))
     compute = _compute_dtype(boxes.dtype)
+    if compute == tf.float32 and not in_xla_context():
+        return _kernel_nms(boxes, scores, count, iou_threshold, score_threshold)
     iou_threshold = tf.cast(iou_threshold, compute)
     compute_scores = tf.cast(scores, compute)
     batch, n = tf.shape(scores)[0], tf.shape(scores)[1]
@@ -554,6 +564,35 @@ def padded_nms(boxes, scores, *, max_output_size, iou_threshold=0.5, score_thres
         "indices": tf.where(valid, tf.gather(order, first, batch_dims=1), -1),
         "boxes": tf.where(valid[..., None], tf.gather(sorted_boxes, first, batch_dims=1), tf.zeros([], boxes.dtype)),
         "scores": tf.where(valid, tf.gather(sorted_scores, first, batch_dims=1), tf.zeros([], scores.dtype)),
+        "num_valid": taken,
+    }
+
+
+def _kernel_nms(boxes, scores, count, iou_threshold, score_threshold):
+    """`padded_nms` by TensorFlow's NonMaxSuppressionV5, one row at a time (float32)."""
+    iou_threshold = tf.cast(iou_threshold, tf.float32)
+    score_threshold = tf.cast(score_threshold, tf.float32)
+
+    def row(inputs):
+        row_boxes, row_scores = inputs
+        indices, _, valid = tf.raw_ops.NonMaxSuppressionV5(
+            boxes=row_boxes, scores=row_scores, max_output_size=count, iou_threshold=iou_threshold,
+            score_threshold=score_threshold, soft_nms_sigma=tf.constant(0.0), pad_to_max_output_size=True,
+        )
+        return indices, valid
+
+    indices, taken = tf.map_fn(
+        row, (tf.cast(boxes, tf.float32), tf.cast(scores, tf.float32)),
+        fn_output_signature=(tf.TensorSpec([count], tf.int32), tf.TensorSpec([], tf.int32)),
+    )
+    valid = tf.range(count)[None, :] < taken[:, None]
+    safe = tf.where(valid, indices, 0)
+    # Gathered from one padding row more, so that N = 0 has a row for the padding to read.
+    padded_boxes, padded_scores = tf.pad(boxes, [[0, 0], [0, 1], [0, 0]]), tf.pad(scores, [[0, 0], [0, 1]])
+    return {
+        "indices": tf.where(valid, indices, -1),
+        "boxes": tf.where(valid[..., None], tf.gather(padded_boxes, safe, batch_dims=1), tf.zeros([], boxes.dtype)),
+        "scores": tf.where(valid, tf.gather(padded_scores, safe, batch_dims=1), tf.zeros([], scores.dtype)),
         "num_valid": taken,
     }
 

@@ -452,15 +452,37 @@ def test_padded_nms_equals_greedy_reference_and_tensorflow_nms(
         np.testing.assert_array_equal(kept["boxes"], tf_boxes)
 
 
-def test_padded_nms_threshold_is_strict_and_empty_boxes_suppress_nothing():
+@pytest.mark.parametrize("jit_compile", [None, True])
+def test_padded_nms_threshold_is_strict_and_empty_boxes_suppress_nothing(jit_compile):
     # IoU exactly 0.5 is kept at iou_threshold 0.5 (suppressed only above it), as TensorFlow's.
     boxes = np.array([[[0, 0, 10, 10], [0, 0, 10, 5], [0, 0, 10, 10], [3, 3, 3, 3], [3, 3, 3, 3]]], "float32")
     scores = np.array([[0.9, 0.8, 0.7, 0.6, 0.5]], "float32")
-    kept = box_ops.padded_nms(boxes, scores, max_output_size=5, iou_threshold=0.5)
+    kept = tf.function(lambda b, s: box_ops.padded_nms(b, s, max_output_size=5, iou_threshold=0.5),
+                       jit_compile=jit_compile)(boxes, scores)
     np.testing.assert_array_equal(kept["indices"].numpy(), [[0, 1, 3, 4, -1]])
     np.testing.assert_array_equal(kept["num_valid"].numpy(), [4])
     np.testing.assert_array_equal(tensorflow_nms(boxes, scores, max_output_size=5, iou_threshold=0.5,
                                                  score_threshold=float("-inf"))[2], [4])
+
+
+def graph_op_types(function, *args):
+    """Every op type in `function`'s graph for `args`, the bodies of its loops included."""
+    graph = function.get_concrete_function(*args).graph.as_graph_def()
+    return {node.op for node in graph.node} | {
+        node.op for library in graph.library.function for node in library.node_def
+    }
+
+
+def test_padded_nms_takes_tensorflows_kernel_outside_xla_and_plain_ops_inside(rng):
+    boxes = random_boxes(rng, (2, 50))
+    scores = rng.uniform(0.0, 1.0, size=(2, 50)).astype("float32")
+    nms = lambda b, s: box_ops.padded_nms(b, s, max_output_size=10, iou_threshold=0.5)  # noqa: E731
+    plain, compiled = tf.function(nms), tf.function(nms, jit_compile=True)
+    assert "NonMaxSuppressionV5" in graph_op_types(plain, boxes, scores)
+    assert "NonMaxSuppressionV5" not in graph_op_types(compiled, boxes, scores)
+    assert "NonMaxSuppressionV5" not in graph_op_types(plain, boxes.astype("float64"), scores.astype("float64"))
+    for key, value in plain(boxes, scores).items():
+        np.testing.assert_array_equal(value.numpy(), compiled(boxes, scores)[key].numpy())
 
 
 @pytest.mark.parametrize("shared_boxes", [False, True])
