@@ -509,8 +509,6 @@ def padded_nms(boxes, scores, *, max_output_size, iou_threshold=0.5, score_thres
     # Gathered from the padded rows, so that N = 0 has a row for the padding indices to read.
     sorted_boxes = tf.where(real[..., None], tf.gather(tf.pad(boxes, padding + [[0, 0]]), safe_order, batch_dims=1),
                             tf.zeros([], boxes.dtype))
-    sorted_scores = tf.where(real, tf.gather(tf.pad(scores, padding), safe_order, batch_dims=1),
-                             tf.zeros([], scores.dtype))
     alive = real & tf.gather(tf.pad(candidate, padding), safe_order, batch_dims=1)
     compute_boxes = tf.cast(sorted_boxes, compute)
     ymin, xmin, ymax, xmax = _coordinates(compute_boxes)
@@ -559,13 +557,7 @@ def padded_nms(boxes, scores, *, max_output_size, iou_threshold=0.5, score_thres
     # The kept boxes, in visiting order (descending score): the D smallest kept positions.
     position = tf.cast(padded - tf.range(padded), compute)
     first = tf.math.top_k(tf.where(tf.reshape(kept, [batch, padded]), position, 0.0), k=count).indices  # [B, D]
-    valid = tf.range(count)[None, :] < taken[:, None]
-    return {
-        "indices": tf.where(valid, tf.gather(order, first, batch_dims=1), -1),
-        "boxes": tf.where(valid[..., None], tf.gather(sorted_boxes, first, batch_dims=1), tf.zeros([], boxes.dtype)),
-        "scores": tf.where(valid, tf.gather(sorted_scores, first, batch_dims=1), tf.zeros([], scores.dtype)),
-        "num_valid": taken,
-    }
+    return _kept_rows(boxes, scores, tf.gather(order, first, batch_dims=1), taken, count)
 
 
 def _kernel_nms(boxes, scores, count, iou_threshold, score_threshold):
@@ -585,6 +577,12 @@ def _kernel_nms(boxes, scores, count, iou_threshold, score_threshold):
         row, (tf.cast(boxes, tf.float32), tf.cast(scores, tf.float32)),
         fn_output_signature=(tf.TensorSpec([count], tf.int32), tf.TensorSpec([], tf.int32)),
     )
+    return _kept_rows(boxes, scores, indices, taken, count)
+
+
+def _kept_rows(boxes, scores, indices, taken, count):
+    """`padded_nms`'s result from the kept `indices` `[B, D]` into N (the first `taken` of each
+    row; whatever follows is padding): the boxes and scores as given, zeros and -1 in padding."""
     valid = tf.range(count)[None, :] < taken[:, None]
     safe = tf.where(valid, indices, 0)
     # Gathered from one padding row more, so that N = 0 has a row for the padding to read.
