@@ -326,6 +326,8 @@ def augment_batch(
     images = tf.cast(images, tf.float32)
     if color:
         images = _color_jitter_batch(images, u[:4], **(color if isinstance(color, dict) else {}))
+    if scale_range is None and not flip_probability and (output_size is None or not crop):
+        return images  # no geometry: the gathers below would copy the batch as it is
     shape = tf.shape(images)
     height, width = shape[1], shape[2]
     if output_size is None or not crop:

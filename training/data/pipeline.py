@@ -241,13 +241,13 @@ def make_dataset(
 
     # Classification's augmentation compiled by XLA: its gathers and colour arithmetic fuse into
     # a few loops over the batch (a batch of 64 at 32 px: 15 ms -> 2.5 ms on 2 cores).
-    augment_images = augment_options is not None and tf.function(
+    augment_images = None if augment_options is None else tf.function(
         functools.partial(augment_batch, output_size=(height, width), **augment_options), jit_compile=True
     )
 
     def prepare_batch(images, labels, draws):
         # Classification: resized images of one size, augmented a batch at a time.
-        if augment_images:
+        if augment_images is not None:
             images = augment_images(images, draws)
         return tf.ensure_shape(images, [None, height, width, 3]), tf.ensure_shape(labels, [None])
 
